@@ -1,0 +1,513 @@
+"""The Beam job that decodes every video once into sharded TFRecords.
+
+Run it as `python -m preprocess --source SRC --output_dir OUT [options]
+[Beam pipeline options]`; `run(argv)` is what the command and the tests call.
+The driver lists the source and assigns splits and labels before any Beam
+work, so a bad request fails at once. The pipeline then reshuffles the video
+list, decodes each video on the workers, writes each split with Beam's
+TFRecord sink, and routes unreadable videos to `failures.jsonl`. The
+manifest is written last.
+"""
+
+import argparse
+import collections
+import dataclasses
+import datetime
+import glob
+import json
+import math
+import os
+import shutil
+import sys
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from preprocess import manifest as manifest_lib
+from preprocess import schema, splits, video
+from preprocess.sources import SourceError, list_videos, open_source
+
+PACKAGE_VERSION = "0.1.0"
+_SUMMARY_NAME = "_summary"
+# Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
+_TARGET_SHARD_BYTES = 150e6
+# Rough JPEG size at quality 90 on natural video: a tenth of the raw RGB bytes.
+_JPEG_BYTES_PER_PIXEL = 0.3
+# UCF101's mean clip is about 7 s; assumed when estimating shard counts.
+_EXPECTED_SECONDS = 7.0
+
+
+class PreprocessError(ValueError):
+    """A request the job cannot carry out; the message says what to fix."""
+
+
+class PreprocessOptions(PipelineOptions):
+    """The job's own flags; every other flag goes to Beam."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument("--source",
+                            help="UCF101-layout folder, .zip, or http(s):// URL of a zip")
+        parser.add_argument("--output_dir",
+                            help="where to write <split>/ shards, manifest.json, "
+                                 "failures.jsonl (local or gs://)")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace records already in --output_dir")
+        group = parser.add_argument_group("splits")
+        group.add_argument("--split_lists",
+                           help="folder or zip with classInd.txt, trainlist0K.txt, "
+                                "testlist0K.txt")
+        group.add_argument("--split_index", type=int, default=1,
+                           help="which official split, 1-3 (default 1)")
+        group.add_argument("--per_class",
+                           help="group-aware subset, clips per class and split, "
+                                "e.g. train=30,val=10,test=10")
+        group.add_argument("--num_classes", type=int,
+                           help="use the first N classes in sorted order")
+        group.add_argument("--classes",
+                           help="comma-separated class names to use")
+        group.add_argument("--seed", type=int, default=0,
+                           help="seed of the subset draw (default 0)")
+        group = parser.add_argument_group("frames")
+        group.add_argument("--fps", type=float,
+                           help="frame rate to keep (skips frames); default: source rate")
+        group.add_argument("--max_frames", type=int, default=1800,
+                           help="frames kept per video at most (default 1800, 72 s "
+                                "at 25 fps: every UCF101 video)")
+        group.add_argument("--resize", choices=video.RESIZE_POLICIES,
+                           default="short_side",
+                           help="short_side keeps the aspect (default); pad makes a "
+                                "padded square as the tutorial does")
+        group.add_argument("--image_size", type=int, default=128,
+                           help="short side (short_side) or square side (pad); "
+                                "default 128")
+        group.add_argument("--jpeg_quality", type=int, default=90,
+                           help="JPEG quality 1-100 (default 90)")
+        group.add_argument("--num_shards", type=int, default=0,
+                           help="shards per split; 0 sizes them to ~150 MB")
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoTask:
+    """A video selected for a split, with its label."""
+    ref: object
+    split: str
+    label: int
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoRecord:
+    """A decoded video: its serialised SequenceExample and what the summary needs."""
+    split: str
+    class_name: str
+    num_frames: int
+    height: int
+    width: int
+    example: bytes
+
+
+class DecodeVideoFn(beam.DoFn):
+    """Decodes, resizes and JPEG-encodes one video into a `VideoRecord`.
+
+    A video that cannot be used goes to the `failed` output with the reason;
+    it never raises, so one bad file cannot stop the job.
+    """
+    FAILED = "failed"
+
+    def __init__(self, source, classes, *, fps, max_frames, resize, image_size,
+                 jpeg_quality):
+        self.source_spec = source
+        self.classes = classes
+        self.fps = fps
+        self.max_frames = max_frames
+        self.resize = resize
+        self.image_size = image_size
+        self.jpeg_quality = jpeg_quality
+        self.decoded = beam.metrics.Metrics.counter("preprocess", "videos_written")
+        self.failed = beam.metrics.Metrics.counter("preprocess", "videos_failed")
+        self.frames = beam.metrics.Metrics.counter("preprocess", "frames_written")
+
+    def setup(self):
+        self._source = open_source(self.source_spec)
+
+    def teardown(self):
+        self._source.close()
+
+    def process(self, task):
+        ref = task.ref
+        try:
+            jpegs = []
+            with self._source.local_copy(ref) as path, video.VideoFile(path) as clip:
+                for frame in clip.frames(fps=self.fps, max_frames=self.max_frames):
+                    frame = video.resize_frame(frame, self.resize, self.image_size)
+                    jpegs.append(video.encode_jpeg(frame, self.jpeg_quality))
+                fps = clip.stored_fps(self.fps)
+            height, width = frame.shape[:2]
+            example = schema.encode_video_example(
+                jpegs, label=task.label, label_text=ref.class_name,
+                video_id=ref.video_id, group=ref.group, clip=ref.clip,
+                height=height, width=width, fps=fps)
+        except Exception as error:  # Any failure is the video's, not the job's.
+            self.failed.inc()
+            yield beam.pvalue.TaggedOutput(self.FAILED, {
+                "path": ref.location, "video_id": ref.video_id,
+                "split": task.split, "class": ref.class_name,
+                "reason": f"{type(error).__name__}: {error}"})
+            return
+        self.decoded.inc()
+        self.frames.inc(len(jpegs))
+        yield VideoRecord(task.split, ref.class_name, len(jpegs), height, width, example)
+
+
+class DecodeVideos(beam.PTransform):
+    """Spreads the video list over workers and decodes it.
+
+    Returns a tagged result with the records as `records` and failures as
+    `failed`.
+    """
+
+    def __init__(self, decode_fn):
+        super().__init__()
+        self.decode_fn = decode_fn
+
+    def expand(self, tasks):
+        return (tasks
+                # Reshuffle the small list, not the decoded frames: it breaks
+                # fusion with Create so the decode work spreads over workers.
+                | "Reshuffle" >> beam.Reshuffle()
+                | "Decode" >> beam.ParDo(self.decode_fn).with_outputs(
+                    DecodeVideoFn.FAILED, main="records"))
+
+
+class WriteSplits(beam.PTransform):
+    """Writes each split's examples to `<output_dir>/<split>/` with Beam's TFRecord sink."""
+
+    def __init__(self, output_dir, split_shards):
+        super().__init__()
+        self.output_dir = output_dir
+        self.split_shards = split_shards
+
+    def expand(self, records):
+        names = list(self.split_shards)
+        parts = records | "BySplit" >> beam.Partition(
+            lambda record, _: names.index(record.split), len(names))
+        for name, part in zip(names, parts):
+            prefix = FileSystems.join(self.output_dir, name, name)
+            (part
+             | f"Serialise_{name}" >> beam.Map(lambda record: record.example)
+             | f"Write_{name}" >> beam.io.WriteToTFRecord(
+                 prefix, file_name_suffix=manifest_lib.RECORD_SUFFIX,
+                 num_shards=self.split_shards[name]))
+        return records.pipeline
+
+
+class SummariseFn(beam.CombineFn):
+    """Counts videos and frames per split and class, and collects frame sizes."""
+
+    def create_accumulator(self):
+        return {"videos": collections.Counter(), "frames": collections.Counter(),
+                "sizes": set()}
+
+    def add_input(self, acc, record):
+        acc["videos"][(record.split, record.class_name)] += 1
+        acc["frames"][record.split] += record.num_frames
+        acc["sizes"].add((record.height, record.width))
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for acc in accumulators:
+            merged["videos"].update(acc["videos"])
+            merged["frames"].update(acc["frames"])
+            merged["sizes"] |= acc["sizes"]
+        return merged
+
+    def extract_output(self, acc):
+        return json.dumps({
+            "videos": [[split, cls, n] for (split, cls), n in sorted(acc["videos"].items())],
+            "frames": dict(acc["frames"]),
+            "sizes": sorted(acc["sizes"]),
+        })
+
+
+# ---------------------------------------------------------------------------
+# Driver side: everything decided before the pipeline starts.
+# ---------------------------------------------------------------------------
+
+def plan_tasks(args):
+    """Lists the source and assigns each chosen video a split and label.
+
+    Returns:
+        `(classes, tasks, split_spec, ignored)`.
+    """
+    source = open_source(args.source)
+    try:
+        videos, ignored = list_videos(source)
+    finally:
+        source.close()
+    if not videos:
+        raise PreprocessError(
+            f"no UCF101 videos (v_<Class>_gNN_cNN.avi) found in {args.source}; "
+            "point --source at the UCF101 folder, zip or URL")
+    wanted_classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+
+    if args.split_lists and args.per_class:
+        raise PreprocessError("pass either --split_lists or --per_class, not both")
+    if args.split_lists:
+        classes, assignment = splits.load_official_splits(args.split_lists,
+                                                          args.split_index)
+        if wanted_classes or args.num_classes:
+            classes = splits.select_classes(classes, num_classes=args.num_classes,
+                                            classes=wanted_classes)
+        spec = {"kind": "official", "split_lists": args.split_lists,
+                "split_index": args.split_index}
+        chosen = [v for v in videos if v.video_id in assignment
+                  and v.class_name in classes]
+        listed = sum(1 for vid in assignment if vid.split("_")[1] in classes)
+        if not chosen:
+            raise PreprocessError(
+                f"none of the {listed} videos in the split lists is in {args.source}; "
+                "check that --source and --split_lists belong together")
+        split_of = {v.video_id: assignment[v.video_id] for v in chosen}
+        spec["missing_from_source"] = listed - len(chosen)
+    else:
+        if args.per_class:
+            per_class = splits.parse_per_class(args.per_class)
+            classes, split_of = splits.draw_subset(
+                videos, per_class, num_classes=args.num_classes,
+                classes=wanted_classes, seed=args.seed)
+            spec = {"kind": "subset", "per_class": per_class, "seed": args.seed,
+                    "num_classes": len(classes)}
+        else:
+            classes = splits.select_classes(
+                sorted({v.class_name for v in videos}),
+                num_classes=args.num_classes, classes=wanted_classes)
+            in_folders = any(v.folder_split for v in videos)
+            split_of = {v.video_id: (v.folder_split if in_folders else "all")
+                        for v in videos
+                        if v.class_name in classes and (v.folder_split or not in_folders)}
+            spec = {"kind": "folders" if in_folders else "all"}
+        chosen = [v for v in videos if v.video_id in split_of]
+    label_of = {name: index for index, name in enumerate(classes)}
+    tasks = [VideoTask(v, split_of[v.video_id], label_of[v.class_name])
+             for v in chosen]
+    return classes, tasks, spec, ignored
+
+
+def estimate_num_shards(num_videos, args):
+    """Shards for a split so that each holds roughly 150 MB of JPEG frames."""
+    height, width = video.resized_shape(240, 320, args.resize, args.image_size)
+    frames = _EXPECTED_SECONDS * (args.fps or 25.0)
+    if args.max_frames:
+        frames = min(frames, args.max_frames)
+    total = num_videos * frames * height * width * _JPEG_BYTES_PER_PIXEL
+    return max(1, min(num_videos, math.ceil(total / _TARGET_SHARD_BYTES)))
+
+
+def prepare_output_dir(output_dir, overwrite):
+    """Refuses to mix runs: an output with records needs `--overwrite`, which clears it."""
+    old = [m.path for pattern in (manifest_lib.MANIFEST_NAME,
+                                  "*/*" + manifest_lib.RECORD_SUFFIX,
+                                  manifest_lib.FAILURES_NAME, _SUMMARY_NAME + "*")
+           for m in FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list]
+    if old and not overwrite:
+        raise PreprocessError(f"{output_dir} already holds records; pass --overwrite "
+                              "to replace them or choose another --output_dir")
+    remove_beam_temp(output_dir)
+    if old:
+        # The manifest goes first: a folder without one reads as unfinished.
+        old.sort(key=lambda path: not path.endswith(manifest_lib.MANIFEST_NAME))
+        FileSystems.delete(old)
+
+
+def remove_beam_temp(output_dir):
+    """Removes the `beam-temp-*` folders that Beam's multi-processing DirectRunner can leave."""
+    if FileSystems.get_scheme(output_dir) is None:
+        for pattern in ("beam-temp-*", "*/beam-temp-*"):
+            for path in glob.glob(os.path.join(output_dir, pattern)):
+                shutil.rmtree(path, ignore_errors=True)
+    else:  # Object stores have no empty folders: deleting the files is enough.
+        leftovers = [m.path for m in FileSystems.match(
+            [FileSystems.join(output_dir, "**")])[0].metadata_list
+                     if "/beam-temp-" in m.path]
+        if leftovers:
+            FileSystems.delete(leftovers)
+
+
+def count_records(paths):
+    """Counts the records in TFRecord files by reading them back."""
+    import tensorflow as tf
+    if not paths:
+        return 0
+    return int(tf.data.TFRecordDataset(paths).reduce(0, lambda n, _: n + 1))
+
+
+def default_runner_args(beam_args):
+    """Runs the DirectRunner over all local cores unless another runner is named."""
+    if any(arg.startswith("--runner") for arg in beam_args):
+        return beam_args
+    extra = []
+    if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
+        extra.append("--direct_running_mode=multi_processing")
+    if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
+        extra.append("--direct_num_workers=0")
+    if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+        extra.append("--default_sdk_harness_log_level=WARNING")
+    return beam_args + extra
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m preprocess",
+        description="Decode a UCF101-style video set once into sharded TFRecords.",
+        epilog="Any other flag is a Beam pipeline option, e.g. --runner "
+               "DataflowRunner --project P --region R --temp_location gs://... "
+               "--setup_file ./setup.py")
+    PreprocessOptions._add_argparse_args(parser)
+    return parser
+
+
+def check_args(args):
+    if not args.source or not args.output_dir:
+        raise PreprocessError("--source and --output_dir are required; see "
+                              "python -m preprocess --help")
+    if args.image_size < 8:
+        raise PreprocessError(f"--image_size {args.image_size} is too small; use 8 or more")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise PreprocessError(f"--jpeg_quality must be 1-100, not {args.jpeg_quality}")
+    if args.fps is not None and args.fps <= 0:
+        raise PreprocessError(f"--fps must be positive, not {args.fps}")
+    if args.max_frames is not None and args.max_frames <= 0:
+        raise PreprocessError(f"--max_frames must be positive, not {args.max_frames}")
+    if args.num_shards < 0:
+        raise PreprocessError(f"--num_shards must be 0 (auto) or more, not {args.num_shards}")
+
+
+def run(argv=None):
+    """Runs the job; returns the manifest it wrote. Raises on bad requests."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, beam_args = build_parser().parse_known_args(argv)
+    check_args(args)
+    try:
+        classes, tasks, split_spec, ignored = plan_tasks(args)
+    except (SourceError, splits.SplitError) as error:
+        raise PreprocessError(str(error)) from None
+    selected = collections.Counter(task.split for task in tasks)
+    split_shards = {name: args.num_shards or estimate_num_shards(count, args)
+                    for name, count in sorted(selected.items())}
+    prepare_output_dir(args.output_dir, args.overwrite)
+    print(f"preprocess: {len(tasks)} videos of {len(classes)} classes from "
+          f"{args.source}: " + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())),
+          flush=True)
+
+    # Our flags ride along so that `options.view_as(PreprocessOptions)` works.
+    options = PipelineOptions(argv + default_runner_args(beam_args)[len(beam_args):])
+    decode_fn = DecodeVideoFn(args.source, classes, fps=args.fps,
+                              max_frames=args.max_frames, resize=args.resize,
+                              image_size=args.image_size,
+                              jpeg_quality=args.jpeg_quality)
+    started = datetime.datetime.now(datetime.timezone.utc)
+    with beam.Pipeline(options=options) as pipeline:
+        decoded = (pipeline
+                   | "ListVideos" >> beam.Create(tasks)
+                   | "DecodeVideos" >> DecodeVideos(decode_fn))
+        decoded.records | "WriteSplits" >> WriteSplits(args.output_dir, split_shards)
+        (decoded.records
+         | "Summarise" >> beam.CombineGlobally(SummariseFn())
+         | "WriteSummary" >> beam.io.WriteToText(
+             FileSystems.join(args.output_dir, _SUMMARY_NAME),
+             file_name_suffix=".json", num_shards=1, shard_name_template=""))
+        (decoded[DecodeVideoFn.FAILED]
+         | "FailureToJson" >> beam.Map(json.dumps, sort_keys=True)
+         | "WriteFailures" >> beam.io.WriteToText(
+             FileSystems.join(args.output_dir, "failures"),
+             file_name_suffix=".jsonl", num_shards=1, shard_name_template=""))
+    seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+
+    manifest = finish(args, classes, selected, split_spec, ignored, started, seconds)
+    manifest_lib.write_manifest(args.output_dir, manifest)
+    return manifest
+
+
+def finish(args, classes, selected, split_spec, ignored, started, seconds):
+    """Reads back what the pipeline wrote, checks nothing was lost, builds the manifest."""
+    out = args.output_dir
+    summary_path = FileSystems.join(out, _SUMMARY_NAME + ".json")
+    with FileSystems.open(summary_path) as handle:
+        summary = json.loads(handle.read().decode("utf-8") or "{}")
+    FileSystems.delete([summary_path])
+    remove_beam_temp(out)
+    with FileSystems.open(FileSystems.join(out, manifest_lib.FAILURES_NAME)) as handle:
+        failures = [json.loads(line) for line in handle.read().decode("utf-8").splitlines()
+                    if line.strip()]
+
+    written_per_class = collections.defaultdict(dict)
+    for split, cls, count in summary.get("videos", []):
+        written_per_class[split][cls] = count
+    failed = collections.Counter(f["split"] for f in failures)
+    split_info, problems = {}, []
+    for split, count in sorted(selected.items()):
+        shards = sorted(
+            m.path for m in FileSystems.match(
+                [FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)]
+            )[0].metadata_list)
+        # Count what the shards really hold, not what the decoder emitted.
+        written = count_records(shards)
+        ok = (written == sum(written_per_class[split].values())
+              and written + failed[split] == count)
+        print(f"preprocess: {split}: written {written} + failed {failed[split]} "
+              f"{'==' if ok else '!='} selected {count}", flush=True)
+        if not ok:
+            problems.append(split)
+        split_info[split] = {
+            "num_videos": written,
+            "num_failed": failed[split],
+            "num_selected": count,
+            "num_frames": summary.get("frames", {}).get(split, 0),
+            "per_class": {c: written_per_class[split].get(c, 0) for c in classes},
+            "shards": [os.path.relpath(p, out) if FileSystems.get_scheme(out) is None
+                       else p[len(out.rstrip("/")) + 1:] for p in shards],
+        }
+    if problems:
+        raise PreprocessError(f"video counts do not add up in {', '.join(problems)}; "
+                              "the records are incomplete, run again with --overwrite")
+    total = sum(selected.values())
+    print(f"preprocess: {total} videos in {seconds:.1f} s "
+          f"({total / max(seconds, 1e-9):.2f} videos/s); manifest at "
+          f"{FileSystems.join(out, manifest_lib.MANIFEST_NAME)}", flush=True)
+    if failures:
+        print(f"preprocess: {len(failures)} videos failed; see "
+              f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
+    return {
+        "schema_version": schema.SCHEMA_VERSION,
+        "package_version": PACKAGE_VERSION,
+        "created": started.isoformat(timespec="seconds"),
+        "source": args.source,
+        "split_spec": split_spec,
+        "classes": classes,
+        "splits": split_info,
+        "encoding": {"format": "jpeg", "quality": args.jpeg_quality, "color": "rgb",
+                     "keys": {"frames": schema.IMAGE_ENCODED,
+                              "label": schema.LABEL_INDEX,
+                              "label_text": schema.LABEL_TEXT}},
+        "geometry": {"resize": args.resize, "image_size": args.image_size,
+                     "frame_sizes": summary.get("sizes", [])},
+        "fps": args.fps,
+        "max_frames": args.max_frames,
+        "failures": manifest_lib.FAILURES_NAME,
+        "num_ignored_files": len(ignored),
+        "seconds": round(seconds, 2),
+        "options": {k: v for k, v in vars(args).items()},
+    }
+
+
+def main(argv=None):
+    """Command-line entry: one-line errors and a non-zero exit, never a traceback."""
+    try:
+        run(argv)
+    except (PreprocessError, SourceError, splits.SplitError,
+            manifest_lib.ManifestError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

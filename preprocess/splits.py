@@ -1,0 +1,171 @@
+"""Which video goes to which split, and which label id each class gets.
+
+Three ways, all decided on the driver before any Beam work so that a bad
+request fails at once: UCF101's official split lists (`classInd.txt`,
+`trainlist0K.txt`, `testlist0K.txt`), a seeded group-aware subset like the
+tutorial's (`--num_classes 10 --per_class train=30,val=10,test=10`), or the
+`train/`, `val/`, `test/` folders of a source already laid out that way.
+Without any of these every video goes to one split named `all`.
+"""
+
+import collections
+import os
+import random
+
+from preprocess.sources import SourceError, open_source
+
+
+class SplitError(ValueError):
+    """A split request that cannot be met; the message says what is available."""
+
+
+def parse_per_class(text):
+    """Parses `train=30,val=10,test=10` into an ordered `{split: count}`."""
+    counts = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit() or int(value) <= 0:
+            raise SplitError(f"bad --per_class item {item!r}; write it as "
+                             "split=count, e.g. train=30,val=10,test=10")
+        counts[name.strip()] = int(value)
+    if not counts:
+        raise SplitError("--per_class is empty; write it as train=30,val=10,test=10")
+    return counts
+
+
+def parse_class_index(text):
+    """Parses `classInd.txt` (`1 ApplyEyeMakeup` per line) into class names by id."""
+    classes = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split()
+        if len(fields) != 2 or not fields[0].isdigit():
+            raise SplitError(f"classInd.txt line {number} is {line!r}; expected "
+                             "'<id> <ClassName>'")
+        classes[int(fields[0])] = fields[1]
+    if not classes:
+        raise SplitError("classInd.txt is empty")
+    if sorted(classes) != list(range(1, len(classes) + 1)):
+        raise SplitError("classInd.txt ids must run 1..N without gaps")
+    return [classes[i] for i in sorted(classes)]
+
+
+def parse_split_list(text, name="split list"):
+    """Parses a `trainlist0K.txt`/`testlist0K.txt` into video ids.
+
+    Lines look like `ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01.avi 1` (train) or
+    without the label (test).
+    """
+    video_ids = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        path = line.split()[0]
+        stem, ext = os.path.splitext(path.replace("\\", "/").split("/")[-1])
+        if not stem.startswith("v_") or not ext:
+            raise SplitError(f"{name} line {number} is {line!r}; expected "
+                             "'<Class>/v_<Class>_gNN_cNN.avi [label]'")
+        video_ids.append(stem)
+    return video_ids
+
+
+def load_official_splits(split_lists, split_index):
+    """Reads UCF101's official lists from a folder or zip.
+
+    Returns:
+        `(classes, {video_id: split})` with splits `train` and `test`.
+    """
+    if split_index not in (1, 2, 3):
+        raise SplitError(f"--split_index must be 1, 2 or 3, not {split_index}")
+    try:
+        source = open_source(split_lists)
+        files = {os.path.basename(path): path for path in source.list_files()}
+    except SourceError as error:
+        raise SplitError(f"cannot read --split_lists: {error}") from None
+    wanted = ["classInd.txt", f"trainlist0{split_index}.txt", f"testlist0{split_index}.txt"]
+    missing = [name for name in wanted if name not in files]
+    if missing:
+        raise SplitError(f"--split_lists {split_lists} lacks {', '.join(missing)}; "
+                         "point it at UCF101's ucfTrainTestlist folder or zip")
+    classes = parse_class_index(source.read_text(files[wanted[0]]))
+    assignment = {}
+    for split, name in (("train", wanted[1]), ("test", wanted[2])):
+        for video_id in parse_split_list(source.read_text(files[name]), name):
+            if assignment.get(video_id, split) != split:
+                raise SplitError(f"{video_id} is in both the train and the test list "
+                                 f"of split {split_index}")
+            assignment[video_id] = split
+    source.close()
+    return classes, assignment
+
+
+def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
+    """Draws a group-aware subset: whole groups of a class go to one split.
+
+    Args:
+        videos: `VideoRef`s to draw from.
+        per_class: `{split: count}` of clips wanted per class and split.
+        num_classes: take the first N classes in sorted order. Defaults to all.
+        classes: explicit class names; overrides `num_classes`.
+        seed: the draw's seed; the same seed gives the same subset.
+
+    Returns:
+        `(classes, {video_id: split})`.
+    """
+    by_class = collections.defaultdict(lambda: collections.defaultdict(list))
+    for ref in videos:
+        by_class[ref.class_name][ref.group].append(ref)
+    chosen = select_classes(sorted(by_class), num_classes=num_classes, classes=classes)
+
+    problems, assignment = [], {}
+    for class_name in chosen:
+        groups = by_class[class_name]
+        rng = random.Random(f"{seed}/{class_name}")
+        order = sorted(groups)
+        rng.shuffle(order)
+        pending = collections.deque(order)
+        for split, count in per_class.items():
+            taken = []
+            while len(taken) < count and pending:
+                clips = sorted(groups[pending.popleft()])
+                # The rest of a partly used group is dropped, never given to
+                # another split: that is what keeps a group in one split.
+                taken.extend(clips[:count - len(taken)])
+            if len(taken) < count:
+                total = sum(len(c) for c in groups.values())
+                problems.append(
+                    f"{class_name} has {total} clips in {len(groups)} groups, "
+                    f"too few for {_describe(per_class)} drawn by whole groups")
+                break
+            for ref in taken:
+                assignment[ref.video_id] = split
+    if problems:
+        raise SplitError("; ".join(problems) + "; lower --per_class or --num_classes")
+    return chosen, assignment
+
+
+def select_classes(available, *, num_classes=None, classes=None):
+    """Chooses class names from `available`, checking names and counts."""
+    if classes:
+        unknown = [c for c in classes if c not in available]
+        if unknown:
+            raise SplitError(f"unknown class {', '.join(unknown)}; the source has "
+                             f"{_preview(available)}")
+        return list(classes)
+    if num_classes is not None:
+        if num_classes > len(available):
+            raise SplitError(f"--num_classes {num_classes} but the source has only "
+                             f"{len(available)} classes")
+        return list(available[:num_classes])
+    return list(available)
+
+
+def _describe(per_class):
+    return ",".join(f"{k}={v}" for k, v in per_class.items())
+
+
+def _preview(names, limit=8):
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

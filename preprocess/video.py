@@ -1,0 +1,136 @@
+"""Pure frame functions: decode a video file, resize its frames, encode them as JPEG.
+
+The Beam job and `scripts/predict.py` both call these, so a video is turned
+into frames the same way at preprocessing and at inference time.
+"""
+
+import cv2
+import numpy as np
+
+RESIZE_POLICIES = ("short_side", "pad")
+
+
+class VideoDecodeError(ValueError):
+    """A file that OpenCV cannot read as a video, or that holds no frames."""
+
+
+def keep_frame(index, source_fps, target_fps):
+    """Whether frame `index` survives resampling from `source_fps` to `target_fps`.
+
+    Keeps a frame each time the target clock ticks, so 25 fps to 10 fps keeps
+    frames 0, 3, 5, 8, 10, ... and never duplicates frames to raise the rate.
+    """
+    if not target_fps or target_fps >= source_fps:
+        return True
+    step = source_fps / target_fps
+    return index // step != (index - 1) // step
+
+
+class VideoFile:
+    """An open video file that yields its frames one at a time.
+
+    Streaming keeps memory flat: the Beam job resizes and JPEG-encodes each
+    frame as it comes, so a long video never sits decoded in memory.
+
+    Args:
+        path: a local video file.
+
+    Raises:
+        VideoDecodeError: the file does not open as a video.
+    """
+
+    def __init__(self, path):
+        self._capture = cv2.VideoCapture(str(path))
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise VideoDecodeError("OpenCV cannot open it as a video")
+        rate = self._capture.get(cv2.CAP_PROP_FPS)
+        # A container that reports no rate is taken to be UCF101's 25 fps.
+        self.source_fps = float(rate) if rate and np.isfinite(rate) and rate > 0 else 25.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._capture.release()
+
+    def stored_fps(self, fps=None):
+        """The rate `frames(fps=fps)` yields at: `fps`, or the source's if lower."""
+        return min(fps, self.source_fps) if fps else self.source_fps
+
+    def frames(self, *, fps=None, max_frames=None):
+        """Yields uint8 RGB `[H, W, 3]` frames in order.
+
+        Args:
+            fps: target frame rate; frames are skipped to reach it. Defaults to
+                None, the source rate.
+            max_frames: yield at most this many frames (after skipping), so
+                that one huge video cannot exhaust memory. Defaults to None.
+
+        Raises:
+            VideoDecodeError: the video holds no decodable frame.
+        """
+        index = kept = 0
+        while max_frames is None or kept < max_frames:
+            ok, frame = self._capture.read()
+            if not ok:
+                break
+            if keep_frame(index, self.source_fps, fps):
+                kept += 1
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+        if not kept:
+            raise VideoDecodeError("the video decodes to zero frames")
+
+
+def decode_video(path, *, fps=None, max_frames=None):
+    """Decodes a whole video: `(uint8 RGB [num_frames, H, W, 3], stored fps)`."""
+    with VideoFile(path) as video:
+        frames = np.stack(list(video.frames(fps=fps, max_frames=max_frames)))
+        return frames, video.stored_fps(fps)
+
+
+def resized_shape(height, width, policy, image_size):
+    """The `(height, width)` that `resize_frames` produces for a frame size."""
+    if policy == "short_side":
+        scale = image_size / min(height, width)
+        return (max(image_size, round(height * scale)),
+                max(image_size, round(width * scale)))
+    if policy == "pad":
+        return image_size, image_size
+    raise ValueError(f"unknown resize policy {policy!r}; use one of "
+                     f"{', '.join(RESIZE_POLICIES)}")
+
+
+def resize_frame(frame, policy, image_size):
+    """Resizes one uint8 `[H, W, 3]` frame by a policy.
+
+    `short_side` scales the shorter side to `image_size` and keeps the aspect
+    ratio (UCF101's 320x240 becomes the R(2+1)D paper's 171x128). `pad` fits
+    the frame inside an `image_size` square and pads with black, as the
+    tutorial's `tf.image.resize_with_pad` does.
+    """
+    height, width = frame.shape[:2]
+    out_h, out_w = resized_shape(height, width, policy, image_size)
+    if policy == "pad":
+        scale = min(image_size / height, image_size / width)
+        inner_h, inner_w = round(height * scale), round(width * scale)
+    else:
+        inner_h, inner_w = out_h, out_w
+    interpolation = cv2.INTER_AREA if inner_h < height else cv2.INTER_LINEAR
+    resized = cv2.resize(frame, (inner_w, inner_h), interpolation=interpolation)
+    if policy == "pad":
+        top, left = (out_h - inner_h) // 2, (out_w - inner_w) // 2
+        padded = np.zeros((out_h, out_w, 3), np.uint8)
+        padded[top:top + inner_h, left:left + inner_w] = resized
+        resized = padded
+    return resized
+
+
+def encode_jpeg(frame, quality=90):
+    """Encodes one uint8 RGB frame `[H, W, 3]` as JPEG bytes."""
+    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                              [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise VideoDecodeError("OpenCV could not JPEG-encode a frame")
+    return buffer.tobytes()

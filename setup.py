@@ -1,0 +1,31 @@
+"""Packaging for twoplusone: `pip install -e .` here, `--setup_file ./setup.py` on Dataflow.
+
+Dataflow workers install this file, so it must ship every package the Beam
+job's DoFns import (`preprocess`, and `model` for completeness).
+"""
+
+import setuptools
+
+REQUIRED = [
+    "tensorflow>=2.16",
+    "keras>=3.3",
+    "apache-beam[tfrecord]>=2.55",
+    "opencv-python>=4.8",
+    "remotezip>=0.12",
+    "einops>=0.7",
+    "tqdm>=4.60",
+    "requests>=2.28",
+    "matplotlib>=3.7",
+]
+
+setuptools.setup(
+    name="twoplusone",
+    version="0.1.0",
+    description="Decode a video set once into TFRecords, then train (2+1)D ResNets fast.",
+    packages=setuptools.find_packages(include=["preprocess", "preprocess.*",
+                                               "model", "model.*"]),
+    py_modules=["train"],
+    python_requires=">=3.10",
+    install_requires=REQUIRED,
+    extras_require={"test": ["pytest>=7"], "gcp": ["apache-beam[gcp]>=2.55"]},
+)
