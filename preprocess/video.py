@@ -47,6 +47,8 @@ class VideoFile:
         rate = self._capture.get(cv2.CAP_PROP_FPS)
         # A container that reports no rate is taken to be UCF101's 25 fps.
         self.source_fps = float(rate) if rate and np.isfinite(rate) and rate > 0 else 25.0
+        # The container's own frame count, when it has one, reveals truncated files.
+        self.reported_frames = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
     def __enter__(self):
         return self
@@ -68,7 +70,8 @@ class VideoFile:
                 that one huge video cannot exhaust memory. Defaults to None.
 
         Raises:
-            VideoDecodeError: the video holds no decodable frame.
+            VideoDecodeError: the video holds no decodable frame, or ends well
+                before the frame count its container reports (a truncated file).
         """
         index = kept = 0
         while max_frames is None or kept < max_frames:
@@ -81,6 +84,10 @@ class VideoFile:
             index += 1
         if not kept:
             raise VideoDecodeError("the video decodes to zero frames")
+        capped = max_frames is not None and kept >= max_frames
+        if not capped and index < self.reported_frames - max(2, 0.05 * self.reported_frames):
+            raise VideoDecodeError(f"only {index} of the {self.reported_frames} frames "
+                                   "the file declares decode; it is truncated or corrupt")
 
 
 def decode_video(path, *, fps=None, max_frames=None):

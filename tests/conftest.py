@@ -1,0 +1,160 @@
+"""Shared fixtures: tiny synthetic video sets, the real UCF101 clips, a Range-capable HTTP server."""
+
+import http.server
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import threading
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED_UCF101 = REPO.parent / "shared" / "data" / "ucf101"
+# The real UCF101 clips: video id -> (class, group, clip, frames at 25 fps).
+REAL_CLIPS = {
+    "v_ApplyEyeMakeup_g01_c01": ("ApplyEyeMakeup", 1, 1, 164),
+    "v_CricketBowling_g05_c02": ("CricketBowling", 5, 2, 111),
+    "v_Shotput_g05_c02": ("Shotput", 5, 2, 130),
+}
+# A small synthetic set: 8 motion classes x 3 groups x 2 clips, 24 frames each.
+SYNTHETIC = dict(groups=3, clips_per_group=2, num_frames=24)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dir(tmp_path_factory):
+    """A folder in UCF101's flat layout with 48 synthetic videos."""
+    from preprocess import synthetic
+    root = tmp_path_factory.mktemp("synthetic")
+    synthetic.write_dataset(root, **SYNTHETIC)
+    return root / "UCF101"
+
+
+@pytest.fixture(scope="session")
+def real_ucf101_dir():
+    """The real UCF101 clips in ../shared, read in place."""
+    if not SHARED_UCF101.is_dir():
+        pytest.skip(f"real UCF101 clips not found at {SHARED_UCF101}")
+    return SHARED_UCF101
+
+
+def run_cli(*args, timeout=600):
+    """Runs `python -m <args>` from the repository; returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result, *fragments):
+    """A CLI misuse: non-zero exit, an `error:` line naming the problem, no traceback."""
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+
+
+class RangeServer:
+    """A static file server on 127.0.0.1 that honours HTTP Range and logs what it sent.
+
+    `fail_first` makes the first N GET requests answer 503, to exercise retries.
+    """
+
+    def __init__(self, root, fail_first=0):
+        self.root = pathlib.Path(root)
+        self.sent = []  # (path, start, end) of every byte range served
+        self.fail_first = fail_first
+        self.failures_served = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _target(self):
+                path = server.root / self.path.lstrip("/")
+                return path if path.is_file() else None
+
+            def do_HEAD(self):
+                path = self._target()
+                if path is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(path.stat().st_size))
+                self.send_header("Accept-Ranges", "bytes")
+                self.end_headers()
+
+            def do_GET(self):
+                if server.failures_served < server.fail_first:
+                    server.failures_served += 1
+                    self.send_error(503)
+                    return
+                path = self._target()
+                if path is None:
+                    self.send_error(404)
+                    return
+                size = path.stat().st_size
+                match = re.match(r"bytes=(\d*)-(\d*)", self.headers.get("Range", ""))
+                start, end = 0, size - 1
+                if match and match[1]:
+                    start = int(match[1])
+                    end = min(int(match[2]), size - 1) if match[2] else size - 1
+                elif match and match[2]:
+                    start = max(0, size - int(match[2]))
+                with open(path, "rb") as handle:
+                    handle.seek(start)
+                    body = handle.read(end - start + 1)
+                server.sent.append((self.path, start, end))
+                self.send_response(206 if match else 200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
+
+    def bytes_sent(self):
+        return sum(end - start + 1 for _, start, end in self.sent)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def range_server(tmp_path):
+    """Starts a `RangeServer` over a fresh folder; yields a factory for it."""
+    servers = []
+
+    def start(root=tmp_path, fail_first=0):
+        server = RangeServer(root, fail_first=fail_first).__enter__()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.__exit__(None, None, None)
+
+
+def copy_videos(src, dst, names=None):
+    """Copies (or a subset of) a folder's videos into a new folder."""
+    dst = pathlib.Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in sorted(pathlib.Path(src).iterdir()):
+        if names is None or path.name in names:
+            shutil.copy(path, dst / path.name)
+    return dst

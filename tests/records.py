@@ -1,0 +1,36 @@
+"""Test helper: reads a records folder back into plain Python for assertions."""
+
+import os
+
+import tensorflow as tf
+
+from preprocess import manifest as manifest_lib
+from preprocess import schema
+
+
+def read_split(records_dir, split):
+    """Parses every record of a split; returns a list of dicts of numpy values."""
+    manifest = manifest_lib.read_manifest(str(records_dir))
+    paths = manifest_lib.shard_paths(str(records_dir), manifest, split)
+    videos = []
+    for serialized in tf.data.TFRecordDataset(paths):
+        parsed = schema.parse_video_example(serialized)
+        first = schema.decode_frames(parsed[schema.IMAGE_ENCODED], [0])
+        videos.append({
+            "video_id": parsed[schema.VIDEO_ID].numpy().decode(),
+            "label": int(parsed[schema.LABEL_INDEX]),
+            "label_text": parsed[schema.LABEL_TEXT].numpy().decode(),
+            "group": int(parsed[schema.VIDEO_GROUP]),
+            "clip": int(parsed[schema.VIDEO_CLIP]),
+            "num_frames": int(parsed[schema.NUM_FRAMES]),
+            "stored_frames": int(tf.shape(parsed[schema.IMAGE_ENCODED])[0]),
+            "height": int(parsed[schema.HEIGHT]),
+            "width": int(parsed[schema.WIDTH]),
+            "fps": float(parsed[schema.FPS]),
+            "first_frame_shape": tuple(first.shape[1:]),
+        })
+    return videos
+
+
+def shard_files(records_dir, split):
+    return sorted(os.listdir(os.path.join(records_dir, split)))

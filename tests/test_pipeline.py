@@ -1,0 +1,263 @@
+"""The Beam job: composite transforms under TestPipeline, and whole runs on the DirectRunner."""
+
+import json
+import os
+import zipfile
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from conftest import REAL_CLIPS, SYNTHETIC, assert_one_line_error, copy_videos, run_cli
+from preprocess import pipeline
+from preprocess.sources import video_ref
+from preprocess.synthetic import MOTION_CLASSES
+from records import read_split, shard_files
+
+FIXTURE_LISTS = os.path.join(os.path.dirname(__file__), "fixtures", "ucfTrainTestlist")
+IN_MEMORY = "--direct_running_mode=in_memory"
+CLIPS_PER_CLASS = SYNTHETIC["groups"] * SYNTHETIC["clips_per_group"]
+
+
+def _task(folder, name, split="train", label=0):
+    return pipeline.VideoTask(video_ref(str(folder / name)), split, label)
+
+
+def _decode_fn(source, **overrides):
+    options = dict(fps=None, max_frames=None, resize="short_side", image_size=32,
+                   jpeg_quality=90)
+    options.update(overrides)
+    return pipeline.DecodeVideoFn(str(source), ["Grow", "Shrink"], **options)
+
+
+# ---------------------------------------------------------------------------
+# Composite transforms
+# ---------------------------------------------------------------------------
+
+def test_decode_videos_routes_failures(synthetic_dir, tmp_path):
+    folder = copy_videos(synthetic_dir, tmp_path / "src",
+                         ["v_Grow_g01_c01.avi", "v_Shrink_g02_c02.avi"])
+    (folder / "v_Grow_g09_c01.avi").write_bytes(b"\x00" * 1000)
+    tasks = [_task(folder, "v_Grow_g01_c01.avi", label=0),
+             _task(folder, "v_Shrink_g02_c02.avi", "test", 1),
+             _task(folder, "v_Grow_g09_c01.avi", "val", 0)]
+    with TestPipeline() as p:
+        result = (p | beam.Create(tasks)
+                  | pipeline.DecodeVideos(_decode_fn(folder)))
+        summary = result.records | beam.Map(
+            lambda r: (r.split, r.class_name, r.num_frames, r.height, r.width))
+        assert_that(summary, equal_to([
+            ("train", "Grow", SYNTHETIC["num_frames"], 32, 43),
+            ("test", "Shrink", SYNTHETIC["num_frames"], 32, 43)]))
+        failed = result[pipeline.DecodeVideoFn.FAILED] | beam.Map(
+            lambda f: (f["video_id"], f["split"], "OpenCV" in f["reason"]
+                       or "zero frames" in f["reason"]))
+        assert_that(failed, equal_to([("v_Grow_g09_c01", "val", True)]),
+                    label="CheckFailures")
+
+
+def test_summarise_counts_per_split_and_class():
+    records = [pipeline.VideoRecord("train", "A", 10, 8, 8, b""),
+               pipeline.VideoRecord("train", "A", 5, 8, 8, b""),
+               pipeline.VideoRecord("test", "B", 7, 8, 10, b"")]
+    with TestPipeline() as p:
+        summary = (p | beam.Create(records)
+                   | beam.CombineGlobally(pipeline.SummariseFn())
+                   | beam.Map(json.loads))
+        assert_that(summary, equal_to([{
+            "videos": [["test", "B", 1], ["train", "A", 2]],
+            "frames": {"train": 15, "test": 7},
+            "sizes": [[8, 8], [8, 10]]}]))
+
+
+# ---------------------------------------------------------------------------
+# Whole runs
+# ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_multiprocessing_run_on_synthetic_and_real_clips(synthetic_dir, real_ucf101_dir,
+                                                         tmp_path):
+    source = copy_videos(synthetic_dir, tmp_path / "mixed")
+    for name in REAL_CLIPS:  # linked, not copied: the real clips stay in ../shared
+        os.symlink(real_ucf101_dir / f"{name}.avi", source / f"{name}.avi")
+    (source / "README.txt").write_text("not a video")
+    out = tmp_path / "records"
+    # No runner flags: the default is the DirectRunner in multi-processing mode.
+    manifest = pipeline.run(["--source", str(source), "--output_dir", str(out),
+                             "--num_shards", "2"])
+
+    classes = sorted(list(MOTION_CLASSES) + [c for c, *_ in REAL_CLIPS.values()])
+    assert manifest["classes"] == classes
+    assert manifest["split_spec"] == {"kind": "all"}
+    assert manifest["num_ignored_files"] == 1
+    info = manifest["splits"]["all"]
+    assert info["num_videos"] == 48 + 3 and info["num_failed"] == 0
+    assert info["shards"] == ["all/all-00000-of-00002.tfrecord",
+                              "all/all-00001-of-00002.tfrecord"]
+    assert shard_files(out, "all") == ["all-00000-of-00002.tfrecord",
+                                       "all-00001-of-00002.tfrecord"]
+    assert sorted(os.listdir(out)) == ["all", "failures.jsonl", "manifest.json"]
+    assert manifest["geometry"]["frame_sizes"] == [[128, 171]]
+
+    videos = read_split(out, "all")
+    ids = [v["video_id"] for v in videos]
+    assert len(ids) == len(set(ids)) == 51  # every good video exactly once
+    for video in videos:
+        assert classes[video["label"]] == video["label_text"]
+        assert (video["height"], video["width"]) == (128, 171)
+        assert video["first_frame_shape"] == (128, 171, 3)
+        assert video["stored_frames"] == video["num_frames"]
+        if video["video_id"] in REAL_CLIPS:
+            cls, group, clip, frames = REAL_CLIPS[video["video_id"]]
+            assert (video["label_text"], video["group"], video["clip"],
+                    video["num_frames"], video["fps"]) == (cls, group, clip, frames, 25.0)
+        else:
+            assert video["num_frames"] == SYNTHETIC["num_frames"]
+    assert info["per_class"]["Grow"] == CLIPS_PER_CLASS
+    assert info["num_frames"] == sum(v["num_frames"] for v in videos)
+
+
+@pytest.mark.slow
+def test_subset_run_with_fps_and_pad(synthetic_dir, tmp_path):
+    out = tmp_path / "records"
+    manifest = pipeline.run([
+        "--source", str(synthetic_dir), "--output_dir", str(out),
+        "--num_classes", "4", "--per_class", "train=2,val=2,test=2",
+        "--fps", "10", "--resize", "pad", "--image_size", "64", IN_MEMORY])
+    assert manifest["classes"] == sorted(MOTION_CLASSES)[:4]
+    for split in ("train", "val", "test"):
+        assert manifest["splits"][split]["num_videos"] == 8
+        videos = read_split(out, split)
+        assert sorted(v["label"] for v in videos) == [0, 0, 1, 1, 2, 2, 3, 3]
+        assert {(v["height"], v["width"], v["num_frames"], v["fps"]) for v in videos} == {
+            (64, 64, 10, 10.0)}
+    groups = {split: {(v["label"], v["group"]) for v in read_split(out, split)}
+              for split in ("train", "val", "test")}
+    assert not groups["train"] & groups["test"] and not groups["val"] & groups["test"]
+    assert not groups["train"] & groups["val"]
+
+
+@pytest.mark.slow
+def test_official_splits_from_a_zip(synthetic_dir, tmp_path):
+    archive = tmp_path / "UCF101.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted(synthetic_dir.iterdir()):
+            zf.write(path, f"UCF-101/{path.name}")
+        zf.writestr("../escape/v_Grow_g07_c01.avi", b"never written")
+    out = tmp_path / "records"
+    manifest = pipeline.run([
+        "--source", str(archive), "--output_dir", str(out), "--split_lists",
+        FIXTURE_LISTS, "--split_index", "2", "--classes", "Grow,SlideUp", IN_MEMORY])
+    assert manifest["classes"] == ["Grow", "SlideUp"]
+    assert manifest["split_spec"]["kind"] == "official"
+    train, test = read_split(out, "train"), read_split(out, "test")
+    assert len(train) == 8 and len(test) == 4
+    assert {v["group"] for v in test} == {2}  # split 2 holds out group 2
+    assert {v["label_text"] for v in train} == {"Grow", "SlideUp"}
+    assert not (tmp_path / "escape").exists()
+
+
+@pytest.mark.slow
+def test_remote_zip_over_http_fetches_only_chosen_members(synthetic_dir, tmp_path,
+                                                          range_server):
+    archive = tmp_path / "UCF101.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(synthetic_dir.iterdir()):
+            zf.write(path, f"UCF101/{path.name}")
+    server = range_server(tmp_path)
+    out = tmp_path / "records"
+    manifest = pipeline.run(["--source", server.url("UCF101.zip"), "--output_dir",
+                             str(out), "--classes", "Grow", IN_MEMORY])
+    assert manifest["splits"]["all"]["num_videos"] == CLIPS_PER_CLASS
+    assert {v["label_text"] for v in read_split(out, "all")} == {"Grow"}
+    with zipfile.ZipFile(archive) as zf:
+        members = zf.infolist()
+    chosen = sum(m.compress_size for m in members if "v_Grow_" in m.filename)
+    others = [m for m in members if "v_Grow_" not in m.filename]
+    # Far less than the archive went over the wire: the chosen members plus the
+    # central directory the listing reads, and no other member's data.
+    assert server.bytes_sent() < chosen + 2 * 65536 + 100_000
+    assert server.bytes_sent() < archive.stat().st_size / 3
+    tail_start = archive.stat().st_size - 2 * 65536  # listing reads the tail
+    for member in others:
+        start = member.header_offset
+        if start < tail_start:
+            assert not any(s <= start + 64 and e >= start for _, s, e in server.sent), (
+                member.filename)
+
+
+@pytest.mark.slow
+def test_bad_videos_are_recorded_and_good_ones_written_once(synthetic_dir, real_ucf101_dir,
+                                                            tmp_path):
+    source = copy_videos(synthetic_dir, tmp_path / "src",
+                         [f"v_Grow_g01_c0{k}.avi" for k in (1, 2)]
+                         + [f"v_Shrink_g02_c0{k}.avi" for k in (1, 2)])
+    real = (real_ucf101_dir / "v_Shotput_g05_c02.avi").read_bytes()
+    (source / "v_Shotput_g01_c01.avi").write_bytes(real[: len(real) // 2])  # truncated
+    (source / "v_Shotput_g01_c02.avi").write_bytes(b"")  # zero bytes
+    (source / "v_Grow_g03_c01.avi").write_text("this is a text file\n" * 50)
+    (source / "v_Shrink_g03_c01.avi").write_bytes(os.urandom(50_000))  # corrupt
+    out = tmp_path / "records"
+    manifest = pipeline.run(["--source", str(source), "--output_dir", str(out), IN_MEMORY])
+    info = manifest["splits"]["all"]
+    assert (info["num_videos"], info["num_failed"], info["num_selected"]) == (4, 4, 8)
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert sorted(f["video_id"] for f in failures) == [
+        "v_Grow_g03_c01", "v_Shotput_g01_c01", "v_Shotput_g01_c02", "v_Shrink_g03_c01"]
+    truncated = next(f for f in failures if f["video_id"] == "v_Shotput_g01_c01")
+    assert "truncated" in truncated["reason"]
+    assert all(f["path"].startswith(str(source)) and f["reason"] for f in failures)
+    ids = [v["video_id"] for v in read_split(out, "all")]
+    assert sorted(ids) == ["v_Grow_g01_c01", "v_Grow_g01_c02",
+                           "v_Shrink_g02_c01", "v_Shrink_g02_c02"]
+
+
+@pytest.mark.slow
+def test_output_dir_is_never_mixed(synthetic_dir, tmp_path):
+    source = copy_videos(synthetic_dir, tmp_path / "src",
+                         [f"v_Grow_g0{g}_c01.avi" for g in (1, 2, 3)])
+    out = tmp_path / "records"
+    args = ["--source", str(source), "--output_dir", str(out), IN_MEMORY]
+    pipeline.run(args + ["--num_shards", "3"])
+    assert len(shard_files(out, "all")) == 3
+    with pytest.raises(pipeline.PreprocessError, match="already holds records"):
+        pipeline.run(args)
+    pipeline.run(args + ["--overwrite", "--num_shards", "1"])
+    assert shard_files(out, "all") == ["all-00000-of-00001.tfrecord"]
+    assert len(read_split(out, "all")) == 3
+
+
+# ---------------------------------------------------------------------------
+# Command-line misuse: one line, non-zero exit, no traceback, no Beam work
+# ---------------------------------------------------------------------------
+
+def test_cli_errors(synthetic_dir, tmp_path):
+    out = str(tmp_path / "out")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no videos here")
+    bad_lists = tmp_path / "lists"
+    bad_lists.mkdir()
+    (bad_lists / "classInd.txt").write_text("1 Grow\n")
+    cases = [
+        (["--source", str(tmp_path / "nowhere"), "--output_dir", out], "does not exist"),
+        (["--source", str(empty), "--output_dir", out], "no UCF101 videos"),
+        (["--source", str(synthetic_dir), "--output_dir", out, "--classes", "Zebra"],
+         "unknown class Zebra"),
+        (["--source", str(synthetic_dir), "--output_dir", out, "--split_lists",
+          str(bad_lists)], "lacks trainlist01.txt"),
+        (["--source", str(synthetic_dir), "--output_dir", out, "--per_class",
+          "train=5,test=5"], "too few"),
+        (["--output_dir", out], "--source and --output_dir are required"),
+    ]
+    for args, fragment in cases:
+        assert_one_line_error(run_cli("preprocess", *args), fragment)
+    assert not os.path.exists(out)
+
+
+def test_cli_help_lists_the_job_flags():
+    result = run_cli("preprocess", "--help")
+    assert result.returncode == 0
+    for flag in ("--source", "--per_class", "--split_lists", "--resize", "--num_shards"):
+        assert flag in result.stdout

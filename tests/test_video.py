@@ -1,0 +1,77 @@
+"""Frame functions: decoding real and synthetic videos, frame-rate skipping, resize policies."""
+
+import numpy as np
+import pytest
+
+from conftest import REAL_CLIPS
+from preprocess import synthetic, video
+
+
+def test_keep_frame_resamples_without_duplicates():
+    kept = [i for i in range(25) if video.keep_frame(i, 25, 10)]
+    assert len(kept) == 10 and kept[0] == 0
+    assert all(video.keep_frame(i, 25, None) for i in range(5))
+    assert all(video.keep_frame(i, 25, 30) for i in range(5))
+
+
+@pytest.mark.parametrize("policy,size,expected", [
+    ("short_side", 128, (128, 171)),
+    ("short_side", 112, (112, 149)),
+    ("pad", 224, (224, 224)),
+])
+def test_resized_shape(policy, size, expected):
+    assert video.resized_shape(240, 320, policy, size) == expected
+    frame = np.zeros((240, 320, 3), np.uint8)
+    assert video.resize_frame(frame, policy, size).shape == expected + (3,)
+
+
+def test_pad_keeps_content_centered_with_black_bars():
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    padded = video.resize_frame(frame, "pad", 224)
+    assert padded[0, 112].max() == 0 and padded[-1, 112].max() == 0  # bars
+    assert padded[112, 112].min() == 200
+
+
+def test_decode_real_clip(real_ucf101_dir):
+    frames, fps = video.decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi")
+    assert frames.shape == (REAL_CLIPS["v_Shotput_g05_c02"][3], 240, 320, 3)
+    assert fps == 25.0
+    few, fps10 = video.decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi",
+                                    fps=10, max_frames=20)
+    assert few.shape[0] == 20 and fps10 == 10
+
+
+def test_synthetic_video_is_xvid_320x240_25fps(tmp_path):
+    import cv2
+    frames = synthetic.render_clip("SlideLeft", np.random.default_rng(0), num_frames=12)
+    path = tmp_path / "v_SlideLeft_g01_c01.avi"
+    synthetic.write_video(path, frames)
+    capture = cv2.VideoCapture(str(path))
+    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    capture.release()
+    decoded, fps = video.decode_video(path)
+    assert fourcc.upper() in ("XVID", "FMP4", "DIVX", "MP4V")
+    assert decoded.shape == (12, 240, 320, 3) and fps == 25
+
+
+@pytest.mark.parametrize("forward,backward", [
+    ("SlideLeft", "SlideRight"), ("SlideUp", "SlideDown"),
+    ("TurnClockwise", "TurnCounterclockwise"), ("Grow", "Shrink"),
+])
+def test_synthetic_classes_differ_only_in_motion(forward, backward):
+    # With the same scene, each class is its partner played backwards: every
+    # frame of one is a frame of the other, so only the motion tells them apart.
+    one = synthetic.render_clip(forward, np.random.default_rng(2), num_frames=9)
+    other = synthetic.render_clip(backward, np.random.default_rng(2), num_frames=9)
+    assert np.abs(one.astype(int) - other[::-1]).mean() < 0.5
+    assert np.abs(one.astype(int) - other).mean() > 1
+
+
+def test_decode_errors(tmp_path):
+    empty = tmp_path / "v_X_g01_c01.avi"
+    empty.write_bytes(b"")
+    text = tmp_path / "v_X_g01_c02.avi"
+    text.write_text("not a video at all\n" * 100)
+    for path in (empty, text, tmp_path / "missing.avi"):
+        with pytest.raises(video.VideoDecodeError):
+            video.decode_video(path)
