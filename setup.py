@@ -15,6 +15,7 @@ REQUIRED = [
     "einops>=0.7",
     "tqdm>=4.60",
     "requests>=2.28",
+    "google-crc32c>=1.5",  # fast CRCs for Beam's TFRecord sink
     "matplotlib>=3.7",
 ]
 

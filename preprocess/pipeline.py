@@ -350,8 +350,8 @@ def default_runner_args(beam_args):
     extra = []
     if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
         extra.append("--direct_running_mode=multi_processing")
-    if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
-        extra.append("--direct_num_workers=0")
+        if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
+            extra.append("--direct_num_workers=0")
     if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
         extra.append("--default_sdk_harness_log_level=WARNING")
     return beam_args + extra
@@ -453,7 +453,8 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
                 [FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)]
             )[0].metadata_list)
         # Count what the shards really hold, not what the decoder emitted.
-        written = count_records(shards)
+        shard_records = [count_records([path]) for path in shards]
+        written = sum(shard_records)
         ok = (written == sum(written_per_class[split].values())
               and written + failed[split] == count)
         print(f"preprocess: {split}: written {written} + failed {failed[split]} "
@@ -466,8 +467,10 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
             "num_selected": count,
             "num_frames": summary.get("frames", {}).get(split, 0),
             "per_class": {c: written_per_class[split].get(c, 0) for c in classes},
-            "shards": [os.path.relpath(p, out) if FileSystems.get_scheme(out) is None
-                       else p[len(out.rstrip("/")) + 1:] for p in shards],
+            "shards": [f"{split}/{path.rstrip('/').split('/')[-1]}" for path in shards],
+            # Per shard, so a reader can spot a truncated copy without reading it.
+            "shard_records": shard_records,
+            "shard_bytes": [_size(path) for path in shards],
         }
     if problems:
         raise PreprocessError(f"video counts do not add up in {', '.join(problems)}; "
@@ -500,6 +503,10 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
         "seconds": round(seconds, 2),
         "options": {k: v for k, v in vars(args).items()},
     }
+
+
+def _size(path):
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
 def main(argv=None):

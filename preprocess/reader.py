@@ -1,0 +1,304 @@
+"""The tf.data reader: turns the records into clips, choosing the clip at read time.
+
+The records hold every frame of every video; the reader decides per
+experiment which frames make a clip and how large they are, so one
+preprocessing run serves many clip configurations. Only the frames a clip
+uses are JPEG-decoded, and during training only the crop window of each.
+
+    dataset = make_dataset("records/", "train", num_frames=16, frame_step=2,
+                           image_size=112, batch_size=8, training=True)
+
+Clips stay uint8 `[batch, num_frames, image_size, image_size, 3]`; the model
+rescales them on the device.
+"""
+
+import tensorflow as tf
+
+from preprocess import manifest as manifest_lib
+from preprocess import schema
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# ---------------------------------------------------------------------------
+# Which frames: temporal sampling
+# ---------------------------------------------------------------------------
+
+def clip_span(num_frames, frame_step):
+    """How many source frames a clip covers."""
+    return (num_frames - 1) * frame_step + 1
+
+
+def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, seed=None):
+    """Frame indices `[num_frames]` of a clip at a random start, for training.
+
+    With `step_jitter`, the step is drawn from `frame_step +- step_jitter` (at
+    least 1). A video shorter than the clip loops its frames, as TF Model
+    Garden does, rather than padding with black frames.
+    """
+    step = tf.constant(frame_step, tf.int32)
+    if step_jitter:
+        step = tf.maximum(1, step + tf.random.uniform(
+            [], -step_jitter, step_jitter + 1, tf.int32, seed=seed))
+    span = (num_frames - 1) * step + 1
+    # A long video starts anywhere the whole clip fits; a short one anywhere.
+    limit = tf.where(video_frames >= span, video_frames - span + 1, video_frames)
+    start = tf.random.uniform([], 0, limit, tf.int32, seed=seed)
+    return (start + tf.range(num_frames) * step) % video_frames
+
+
+def even_clip_indices(video_frames, num_frames, frame_step, num_clips=1):
+    """Frame indices `[num_clips, num_frames]` of clips spaced evenly over a video.
+
+    One clip is the centre clip; several span the video from its first to its
+    last possible start. Deterministic, for evaluation. Short videos loop.
+    """
+    span = clip_span(num_frames, frame_step)
+    last_start = tf.maximum(video_frames - span, 0)
+    if num_clips == 1:
+        starts = tf.reshape(last_start // 2, [1])
+    else:
+        starts = tf.cast(tf.round(tf.linspace(0.0, tf.cast(last_start, tf.float32),
+                                              num_clips)), tf.int32)
+    offsets = tf.range(num_frames) * frame_step
+    return (starts[:, None] + offsets[None, :]) % video_frames
+
+
+# ---------------------------------------------------------------------------
+# Which pixels: spatial sampling
+# ---------------------------------------------------------------------------
+
+def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), seed=None):
+    """A random `[y, x, h, w]` window covering `scale` of the area at aspect `ratio`.
+
+    The window always fits the frame: an aspect the frame cannot hold is
+    clamped, as Inception-style random resized crops do.
+    """
+    area = tf.cast(height * width, tf.float32)
+    target = area * tf.random.uniform([], scale[0], scale[1], seed=seed)
+    log_ratio = tf.random.uniform([], tf.math.log(ratio[0]), tf.math.log(ratio[1]),
+                                  seed=seed)
+    aspect = tf.exp(log_ratio)
+    crop_w = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
+    crop_h = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
+    crop_w = tf.clip_by_value(crop_w, 1, width)
+    crop_h = tf.clip_by_value(crop_h, 1, height)
+    y = tf.random.uniform([], 0, height - crop_h + 1, tf.int32, seed=seed)
+    x = tf.random.uniform([], 0, width - crop_w + 1, tf.int32, seed=seed)
+    return tf.stack([y, x, crop_h, crop_w])
+
+
+def square_crop_windows(height, width, num_crops=1):
+    """`[num_crops, 4]` square windows of the short side: centre, or left/centre/right.
+
+    With 3 crops they run along the long side (left, centre, right for a
+    landscape frame), the usual 3-crop video evaluation.
+    """
+    side = tf.minimum(height, width)
+    if num_crops == 1:
+        fractions = tf.constant([0.5])
+    elif num_crops == 3:
+        fractions = tf.constant([0.0, 0.5, 1.0])
+    else:
+        raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
+    y = tf.cast(tf.round(fractions * tf.cast(height - side, tf.float32)), tf.int32)
+    x = tf.cast(tf.round(fractions * tf.cast(width - side, tf.float32)), tf.int32)
+    sides = tf.fill([num_crops], side)
+    return tf.stack([y, x, sides, sides], axis=1)
+
+
+def decode_clip(encoded_frames, indices, window, image_size):
+    """Decodes `indices` of a video, only inside `window`, resized to a square.
+
+    Args:
+        encoded_frames: string tensor `[video_frames]` of JPEGs.
+        indices: int tensor `[num_frames]`; a static length.
+        window: int tensor `[4]`: y, x, height, width of the crop.
+        image_size: side of the output frames.
+
+    Returns:
+        uint8 `[num_frames, image_size, image_size, 3]`.
+    """
+    frames = []
+    for i in range(indices.shape[0]):  # unrolled: tf.data runs the decodes in parallel
+        frame = tf.io.decode_and_crop_jpeg(encoded_frames[indices[i]], window, channels=3)
+        frames.append(frame)
+    clip = tf.stack(frames)
+    resized = tf.image.resize(clip, [image_size, image_size], antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+
+# ---------------------------------------------------------------------------
+# The dataset
+# ---------------------------------------------------------------------------
+
+class ClipSpec:
+    """What clip to cut from each video.
+
+    Args:
+        num_frames: frames per clip.
+        frame_step: source frames between two clip frames.
+        image_size: output side; frames are resized at read time.
+        training: random clips, crops and flips; else deterministic.
+        num_clips: evaluation clips per video, evenly spaced. Defaults to 1.
+        num_crops: evaluation crops per clip, 1 (centre) or 3. Defaults to 1.
+        step_jitter: training step varies by up to this much. Defaults to 0.
+        crop_scale: training crop area range, as fractions. Defaults to (0.4, 1).
+        flip: random horizontal flips in training. Defaults to True.
+    """
+
+    def __init__(self, num_frames, frame_step, image_size, training, num_clips=1,
+                 num_crops=1, step_jitter=0, crop_scale=(0.4, 1.0), flip=True):
+        if num_frames < 1 or frame_step < 1 or image_size < 1:
+            raise ValueError("num_frames, frame_step and image_size must be positive")
+        if num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
+        self.num_frames = num_frames
+        self.frame_step = frame_step
+        self.image_size = image_size
+        self.training = training
+        self.num_clips = 1 if training else num_clips
+        self.num_crops = 1 if training else num_crops
+        self.step_jitter = step_jitter
+        self.crop_scale = crop_scale
+        self.flip = flip
+
+    @property
+    def clips_per_video(self):
+        return self.num_clips * self.num_crops
+
+    def __call__(self, serialized):
+        """Cuts clips from one serialised record: `(clips [n, T, S, S, 3], label, video_id)`."""
+        video = schema.parse_video_example(serialized)
+        encoded = video[schema.IMAGE_ENCODED]
+        video_frames = tf.shape(encoded)[0]
+        label = tf.cast(video[schema.LABEL_INDEX], tf.int32)
+        height = tf.cast(video[schema.HEIGHT], tf.int32)
+        width = tf.cast(video[schema.WIDTH], tf.int32)
+        if self.training:
+            indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
+                                          self.step_jitter)
+            window = random_crop_window(height, width, self.crop_scale)
+            clip = decode_clip(encoded, indices, window, self.image_size)
+            if self.flip:
+                clip = tf.cond(tf.random.uniform([]) < 0.5,
+                               lambda: tf.reverse(clip, axis=[2]), lambda: clip)
+            clips = clip[None]
+        else:
+            indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
+                                        self.num_clips)
+            windows = square_crop_windows(height, width, self.num_crops)
+            clips = tf.stack([
+                decode_clip(encoded, indices[c], windows[k], self.image_size)
+                for c in range(self.num_clips) for k in range(self.num_crops)])
+        count = self.clips_per_video
+        return clips, tf.fill([count], label), tf.fill([count], video[schema.VIDEO_ID])
+
+
+def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
+                 batch_size, training, num_clips=1, num_crops=1, step_jitter=0,
+                 crop_scale=(0.4, 1.0), flip=True, shuffle_buffer=256,
+                 with_video_id=False, skip_corrupt=False, repeat=False, seed=None,
+                 deterministic=None):
+    """A `tf.data.Dataset` of `(clips, labels)` batches from a records folder.
+
+    Args:
+        records_dir: a folder written by `python -m preprocess`.
+        split: which split to read, e.g. `train`.
+        num_frames: frames per clip.
+        frame_step: source frames between two clip frames. Defaults to 1.
+        image_size: side of the square output frames.
+        batch_size: clips per batch.
+        training: random clips, crops and flips, shuffled; else deterministic.
+        num_clips: evaluation clips per video, spaced evenly. Defaults to 1.
+        num_crops: evaluation crops per clip, 1 or 3. Defaults to 1.
+        step_jitter: training step varies by up to this much. Defaults to 0.
+        crop_scale: area range of training crops. Defaults to (0.4, 1.0).
+        flip: random horizontal flips in training. Defaults to True.
+        shuffle_buffer: records (whole videos) held for shuffling. Defaults to 256.
+        with_video_id: also yield each clip's video id, for per-video averaging.
+            Defaults to False.
+        skip_corrupt: skip unreadable records (with a logged warning) instead
+            of failing. Defaults to False.
+        repeat: repeat forever (training with `steps_per_epoch`). Defaults to False.
+        seed: seed of file and record shuffling. Defaults to None.
+        deterministic: keep element order; defaults to `not training`.
+
+    Returns:
+        A dataset of `(clips, labels)` or `(clips, labels, video_ids)`;
+        clips uint8 `[batch, num_frames, image_size, image_size, 3]`, labels int32.
+
+    Raises:
+        ManifestError: the folder, split or schema version is unusable, or a
+            shard is not the size the manifest recorded.
+    """
+    records_dir = str(records_dir)
+    manifest = manifest_lib.read_manifest(records_dir)
+    shards = manifest_lib.shard_paths(records_dir, manifest, split)
+    check_shards(shards, manifest["splits"][split])
+    spec = ClipSpec(num_frames, frame_step, image_size, training, num_clips=num_clips,
+                    num_crops=num_crops, step_jitter=step_jitter,
+                    crop_scale=crop_scale, flip=flip)
+    if deterministic is None:
+        deterministic = not training
+
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    if training:
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+
+    def read_shard(path):
+        records = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
+        return records.ignore_errors(log_warning=True) if skip_corrupt else records
+
+    # Parallel interleave: several shards are read at once, which hides file
+    # system latency (GCS) and mixes videos from different shards.
+    dataset = files.interleave(read_shard, cycle_length=min(len(shards), 8),
+                               num_parallel_calls=AUTOTUNE,
+                               deterministic=deterministic)
+    if training:
+        # Shuffle still-encoded videos: cheap to hold, and nothing decoded is thrown away.
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    # The decode is the costly step: run it on all cores.
+    dataset = dataset.map(spec, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    dataset = dataset.unbatch()  # one element per clip
+    if not with_video_id:
+        dataset = dataset.map(lambda clip, label, video_id: (clip, label))
+    dataset = dataset.batch(batch_size, drop_remainder=training and repeat,
+                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    # Prefetch lets the next batch decode while the model runs on this one.
+    return dataset.prefetch(AUTOTUNE)
+
+
+def check_shards(paths, split_info):
+    """Fails fast, naming the file, when a shard is missing or not its recorded size."""
+    for path, expected in zip(paths, split_info.get("shard_bytes", [None] * len(paths))):
+        if not tf.io.gfile.exists(path):
+            raise manifest_lib.ManifestError(
+                f"shard {path} is missing; copy it again or preprocess again")
+        size = tf.io.gfile.stat(path).length
+        if expected is not None and size != expected:
+            raise manifest_lib.ManifestError(
+                f"shard {path} is {size} bytes but was written as {expected}: it is "
+                "truncated or altered; copy it again, or read with skip_corrupt=True")
+
+
+def find_corrupt_shards(paths):
+    """Reads shards fully and returns `{path: error}` for those that fail their CRC."""
+    corrupt = {}
+    for path in paths:
+        try:
+            for _ in tf.data.TFRecordDataset(path):
+                pass
+        except tf.errors.DataLossError as error:
+            corrupt[path] = error.message.split("\n")[0]
+    return corrupt
+
+
+def num_videos(records_dir, split):
+    """How many videos a split holds, from the manifest."""
+    manifest = manifest_lib.read_manifest(str(records_dir))
+    manifest_lib.shard_paths(str(records_dir), manifest, split)
+    return manifest["splits"][split]["num_videos"]
+

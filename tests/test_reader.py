@@ -1,0 +1,215 @@
+"""The tf.data reader: clip shapes, temporal order and step, looping, crops, errors.
+
+The fixture videos paint each frame with a grey level that encodes its own
+index, so a decoded clip tells which source frames it holds.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from preprocess import manifest as manifest_lib
+from preprocess import pipeline, reader, schema
+from preprocess.synthetic import write_video
+
+LEVEL0, LEVEL_STEP = 10, 5  # frame i is painted 10 + 5 * i
+LENGTHS = {"v_Count_g01_c01": 40, "v_Count_g02_c01": 33, "v_Short_g01_c01": 5}
+# Mean level of each stored frame, read straight from the record (XviD and
+# JPEG shift the painted levels by a little, so they are measured, not assumed).
+DECODED_LEVELS = []
+
+
+def frame_index(frames):
+    """Recovers the source frame index of each frame from its grey level."""
+    means = np.asarray(frames, np.float32).mean(axis=(-3, -2, -1))
+    return np.abs(means[..., None] - np.asarray(DECODED_LEVELS)).argmin(axis=-1)
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("index_videos")
+    source = root / "UCF101"
+    source.mkdir()
+    for video_id, length in LENGTHS.items():
+        frames = np.stack([np.full((120, 160, 3), LEVEL0 + LEVEL_STEP * i, np.uint8)
+                           for i in range(length)])
+        write_video(source / f"{video_id}.avi", frames)
+    out = root / "records"
+    pipeline.run(["--source", str(source), "--output_dir", str(out), "--image_size",
+                  "48", "--num_shards", "2", "--direct_running_mode=in_memory"])
+    for serialized in tf.data.TFRecordDataset([str(p) for p in (out / "all").iterdir()]):
+        video = schema.parse_video_example(serialized)
+        if video[schema.VIDEO_ID].numpy() == b"v_Count_g01_c01":
+            frames = schema.decode_frames(video[schema.IMAGE_ENCODED], tf.range(40))
+            DECODED_LEVELS[:] = frames.numpy().mean(axis=(1, 2, 3)).tolist()
+    assert np.all(np.diff(DECODED_LEVELS) >= 3)  # levels stay apart after the codecs
+    return out
+
+
+def _videos(dataset):
+    clips, labels, ids = [], [], []
+    for c, l, v in dataset:
+        clips.extend(c.numpy())
+        labels.extend(l.numpy())
+        ids.extend(x.decode() for x in v.numpy())
+    return clips, labels, ids
+
+
+def test_shapes_dtypes_and_labels(records):
+    classes = manifest_lib.read_manifest(str(records))["classes"]
+    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
+                                  image_size=32, batch_size=2, training=True,
+                                  with_video_id=True)
+    clips, labels, ids = _videos(dataset)
+    assert len(clips) == 3
+    assert clips[0].shape == (4, 32, 32, 3) and clips[0].dtype == np.uint8
+    for label, video_id in zip(labels, ids):
+        assert classes[label] == video_id.split("_")[1]
+    batch, label_batch = next(iter(reader.make_dataset(
+        records, "all", num_frames=4, image_size=32, batch_size=2, training=False)))
+    assert batch.shape == (2, 4, 32, 32, 3) and batch.dtype == tf.uint8
+    assert label_batch.dtype == tf.int32
+
+
+def test_evaluation_clip_is_centred_in_order_at_the_step(records):
+    dataset = reader.make_dataset(records, "all", num_frames=8, frame_step=3,
+                                  image_size=32, batch_size=4, training=False,
+                                  with_video_id=True)
+    clips, _, ids = _videos(dataset)
+    got = dict(zip(ids, (frame_index(c).tolist() for c in clips)))
+    assert got["v_Count_g01_c01"] == list(range(9, 31, 3))  # (40 - 22) // 2 = 9
+    assert got["v_Count_g02_c01"] == list(range(5, 27, 3))  # (33 - 22) // 2 = 5
+    # A video shorter than the clip loops its frames instead of padding black.
+    assert got["v_Short_g01_c01"] == [0, 3, 1, 4, 2, 0, 3, 1]
+
+
+def test_training_clips_are_random_but_ordered(records):
+    dataset = reader.make_dataset(records, "all", num_frames=6, frame_step=2,
+                                  image_size=24, batch_size=3, training=True,
+                                  with_video_id=True, repeat=True, flip=False)
+    starts = set()
+    for clips, _, ids in dataset.take(12):
+        for clip, video_id in zip(clips.numpy(), ids.numpy()):
+            index = frame_index(clip)
+            if video_id.decode() == "v_Count_g01_c01":
+                assert np.all(np.diff(index) == 2), index
+                assert index[0] >= 0 and index[-1] < 40
+                starts.add(index[0])
+    assert len(starts) > 3
+
+
+def test_step_jitter_changes_the_step(records):
+    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=3,
+                                  image_size=16, batch_size=3, training=True,
+                                  step_jitter=2, with_video_id=True, repeat=True)
+    steps = set()
+    for clips, _, ids in dataset.take(15):
+        for clip, video_id in zip(clips.numpy(), ids.numpy()):
+            if video_id.decode() == "v_Count_g01_c01":
+                steps.update(np.diff(frame_index(clip)).tolist())
+    assert len(steps) > 1 and steps <= {1, 2, 3, 4, 5}
+
+
+def test_multi_clip_evaluation_spans_the_video(records):
+    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
+                                  image_size=24, batch_size=32, training=False,
+                                  num_clips=3, num_crops=3, with_video_id=True)
+    clips, labels, ids = _videos(dataset)
+    assert len(clips) == 3 * 9
+    assert ids.count("v_Count_g01_c01") == 9
+    starts = sorted({int(frame_index(c)[0]) for c, v in zip(clips, ids)
+                     if v == "v_Count_g01_c01"})
+    assert starts == [0, 16, 33]  # last start 40 - 7 = 33; 16.5 rounds to even
+
+
+def test_evaluation_is_deterministic(records):
+    def read():
+        dataset = reader.make_dataset(records, "all", num_frames=5, frame_step=2,
+                                      image_size=40, batch_size=2, training=False,
+                                      num_clips=2, num_crops=3)
+        return np.concatenate([c.numpy() for c, _ in dataset])
+    np.testing.assert_array_equal(read(), read())
+
+
+def test_image_size_is_chosen_at_read_time(records):
+    manifest = manifest_lib.read_manifest(str(records))
+    assert manifest["geometry"]["frame_sizes"] == [[48, 64]]
+    for size in (24, 48, 64):
+        clip, _ = next(iter(reader.make_dataset(records, "all", num_frames=2,
+                                                image_size=size, batch_size=1,
+                                                training=False)))
+        assert clip.shape == (1, 2, size, size, 3)
+
+
+def test_transforms_eager_equal_in_dataset_map(records):
+    shard = manifest_lib.shard_paths(str(records), manifest_lib.read_manifest(str(records)),
+                                     "all")[0]
+    serialized = next(iter(tf.data.TFRecordDataset(shard)))
+    spec = reader.ClipSpec(num_frames=6, frame_step=2, image_size=40, training=False,
+                           num_clips=2, num_crops=3)
+    eager_clips, eager_labels, _ = spec(serialized)
+    mapped = tf.data.Dataset.from_tensors(serialized).map(spec)
+    graph_clips, graph_labels, _ = next(iter(mapped))
+    np.testing.assert_array_equal(eager_clips.numpy(), graph_clips.numpy())
+    np.testing.assert_array_equal(eager_labels.numpy(), graph_labels.numpy())
+
+    def indices(n):
+        return reader.even_clip_indices(n, 4, 3, num_clips=3)
+    np.testing.assert_array_equal(
+        indices(tf.constant(20)).numpy(),
+        next(iter(tf.data.Dataset.from_tensors(20).map(indices))).numpy())
+    windows = reader.square_crop_windows(tf.constant(48), tf.constant(64), 3).numpy()
+    np.testing.assert_array_equal(windows, [[0, 0, 48, 48], [0, 8, 48, 48], [0, 16, 48, 48]])
+
+
+def test_random_crop_window_always_fits():
+    for seed in range(50):
+        y, x, h, w = reader.random_crop_window(tf.constant(48), tf.constant(64),
+                                               seed=seed).numpy()
+        assert 0 <= y and 0 <= x and y + h <= 48 and x + w <= 64 and h > 0 and w > 0
+
+
+def _copy(records, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(records, copy)
+    return copy
+
+
+def test_bad_requests_say_what_is_wrong(records, tmp_path):
+    kwargs = dict(num_frames=2, image_size=16, batch_size=1, training=False)
+    with pytest.raises(manifest_lib.ManifestError, match="no split 'val'.*has all"):
+        reader.make_dataset(records, "val", **kwargs)
+    with pytest.raises(manifest_lib.ManifestError, match="no manifest.json"):
+        reader.make_dataset(tmp_path, "all", **kwargs)
+    copy = _copy(records, tmp_path)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["schema_version"] = schema.SCHEMA_VERSION + 1
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(manifest_lib.ManifestError, match="schema version"):
+        reader.make_dataset(copy, "all", **kwargs)
+    manifest["schema_version"] = schema.SCHEMA_VERSION
+    manifest["splits"]["all"]["num_videos"] = 0
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(manifest_lib.ManifestError, match="has no videos"):
+        reader.make_dataset(copy, "all", **kwargs)
+
+
+def test_corrupt_shards_are_named_or_skipped(records, tmp_path):
+    copy = _copy(records, tmp_path)
+    kwargs = dict(num_frames=2, image_size=16, batch_size=1, training=False)
+    shards = sorted((copy / "all").iterdir())
+    truncated = shards[0]
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(manifest_lib.ManifestError, match=truncated.name):
+        reader.make_dataset(copy, "all", **kwargs)
+    # Same size, flipped bytes: only the CRC check can tell.
+    truncated.write_bytes(data[:20] + bytes(b ^ 0xFF for b in data[20:40]) + data[40:])
+    with pytest.raises(tf.errors.DataLossError):
+        list(reader.make_dataset(copy, "all", **kwargs))
+    assert list(reader.find_corrupt_shards([str(s) for s in shards])) == [str(truncated)]
+    survivors = list(reader.make_dataset(copy, "all", skip_corrupt=True, **kwargs))
+    assert 0 < len(survivors) < 3
