@@ -1,0 +1,116 @@
+"""Builders of the (2+1)D ResNets: the tutorial's network and the paper's R(2+1)D-10/18/34.
+
+Each builder returns a Functional `keras.Model` that takes uint8 clips
+`[batch, frames, height, width, 3]`, rescales them inside, and returns float32
+logits, whatever the dtype policy of the layers in between.
+"""
+
+import keras
+from keras import layers
+
+from model.layers import Conv2Plus1D, Project, ResidualBlock2Plus1D, ResidualMain, ResizeVideo
+
+# Blocks per stage of the paper's depths.
+R2PLUS1D_STAGES = {
+    "r2plus1d_10": (1, 1, 1, 1),
+    "r2plus1d_18": (2, 2, 2, 2),
+    "r2plus1d_34": (3, 4, 6, 3),
+}
+
+
+def clip_input(num_frames, image_size):
+    """The uint8 clip input; `None` sizes leave them free."""
+    return keras.Input(shape=(num_frames, image_size, image_size, 3), dtype="uint8",
+                       name="clips")
+
+
+def logits_layer(num_classes):
+    # Logits stay float32 under a mixed policy, so the softmax and the loss are stable.
+    return layers.Dense(num_classes, dtype="float32", name="logits")
+
+
+def _residual_block(x, filters, kernel_size):
+    out = ResidualMain(filters, kernel_size)(x)
+    shortcut = x if x.shape[-1] == filters else Project(filters)(x)
+    return layers.add([shortcut, out])
+
+
+def tutorial(num_classes, num_frames=10, image_size=224):
+    """The TensorFlow tutorial's (2+1)D ResNet, layer for layer.
+
+    16/32/64/128 filters, LayerNormalization in the residual blocks,
+    `ResizeVideo` halving the frames between stages, global average pooling
+    and dense logits.
+    """
+    if image_size is None or image_size < 16:
+        raise ValueError("the tutorial model resizes to image_size // 16: give an "
+                         "image_size of 16 or more")
+    clips = clip_input(num_frames, image_size)
+    x = layers.Rescaling(1 / 255, name="rescale")(clips)
+    x = Conv2Plus1D(16, (3, 7, 7), name="stem")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.ReLU(name="stem_relu")(x)
+    x = ResizeVideo(image_size // 2, image_size // 2)(x)
+    x = _residual_block(x, 16, (3, 3, 3))
+    x = ResizeVideo(image_size // 4, image_size // 4)(x)
+    x = _residual_block(x, 32, (3, 3, 3))
+    x = ResizeVideo(image_size // 8, image_size // 8)(x)
+    x = _residual_block(x, 64, (3, 3, 3))
+    x = ResizeVideo(image_size // 16, image_size // 16)(x)
+    x = _residual_block(x, 128, (3, 3, 3))
+    x = layers.GlobalAveragePooling3D(name="pool")(x)
+    logits = logits_layer(num_classes)(x)
+    return keras.Model(clips, logits, name="tutorial")
+
+
+def make_divisible(channels, divisor=8):
+    """Rounds a scaled channel count to a multiple of 8, as tensor cores like."""
+    return max(divisor, int(channels + divisor / 2) // divisor * divisor)
+
+
+def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
+             width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, name="r2plus1d_18"):
+    """R(2+1)D after Tran et al. 2018, as torchvision's `r2plus1d_18` lays it out.
+
+    Stem: a 1x7x7 spatial convolution to 45 channels, then a 3x1x1 temporal
+    one to 64, each with BatchNorm and ReLU. Four stages of basic blocks with
+    64/128/256/512 channels; stages 2-4 halve time and space. Global average
+    pooling and dense logits.
+
+    Args:
+        num_classes: number of output logits.
+        stages: basic blocks per stage.
+        num_frames: clip length, or None for any.
+        image_size: frame side, or None for any.
+        width_multiplier: scales every channel count (rounded to multiples of
+            8 when not 1). Defaults to 1.0.
+        dropout: dropout before the logits. Defaults to 0.
+        bn_momentum: BatchNorm momentum; 0.9 lets short runs settle their
+            moving statistics. Defaults to 0.9.
+        name: the model's name.
+    """
+    def width(channels):
+        return channels if width_multiplier == 1.0 else make_divisible(
+            channels * width_multiplier)
+
+    bn = dict(momentum=bn_momentum)
+    clips = clip_input(num_frames, image_size)
+    x = layers.Rescaling(1 / 255, name="rescale")(clips)
+    x = layers.Conv3D(width(45), (1, 7, 7), strides=(1, 2, 2), padding="same",
+                      use_bias=False, name="stem_spatial")(x)
+    x = layers.BatchNormalization(name="stem_spatial_bn", **bn)(x)
+    x = layers.ReLU(name="stem_spatial_relu")(x)
+    x = layers.Conv3D(width(64), (3, 1, 1), padding="same", use_bias=False,
+                      name="stem_temporal")(x)
+    x = layers.BatchNormalization(name="stem_temporal_bn", **bn)(x)
+    x = layers.ReLU(name="stem_temporal_relu")(x)
+    for stage, (blocks, channels) in enumerate(zip(stages, (64, 128, 256, 512)), 1):
+        for block in range(blocks):
+            strides = 2 if stage > 1 and block == 0 else 1
+            x = ResidualBlock2Plus1D(width(channels), strides=strides, bn_momentum=bn_momentum,
+                                     name=f"stage{stage}_block{block + 1}")(x)
+    x = layers.GlobalAveragePooling3D(name="pool")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    logits = logits_layer(num_classes)(x)
+    return keras.Model(clips, logits, name=name)
