@@ -17,6 +17,7 @@ REQUIRED = [
     "requests>=2.28",
     "google-crc32c>=1.5",  # fast CRCs for Beam's TFRecord sink
     "matplotlib>=3.7",
+    "tensorboard>=2.16",
 ]
 
 setuptools.setup(

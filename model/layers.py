@@ -225,9 +225,10 @@ class ResidualBlock2Plus1D(keras.layers.Layer):
                                  mid_filters=mid,
                                  mid_norm=True, use_bias=False,
                                  bn_momentum=self.bn_momentum, dtype=policy, name="conv2")
-        # Zero-initialised last BatchNorm: each block starts as the identity,
-        # which makes deep residual nets train faster (Goyal et al. 2017).
-        self.bn2 = layers.BatchNormalization(gamma_initializer="zeros", name="bn2", **bn)
+        # Not zero-initialised (torchvision's default too): a zero gamma shuts the
+        # residual branch at first, and a shallow net on a short run then learns
+        # little beyond its projection shortcuts.
+        self.bn2 = layers.BatchNormalization(name="bn2", **bn)
         self.relu = layers.ReLU(dtype=policy, name="relu")
         self.has_projection = self.strides != (1, 1, 1) or in_channels != self.filters
         self.conv1.build(input_shape)

@@ -137,13 +137,11 @@ class DecodeVideoFn(beam.DoFn):
     def process(self, task):
         ref = task.ref
         try:
-            jpegs = []
-            with self._source.local_copy(ref) as path, video.VideoFile(path) as clip:
-                for frame in clip.frames(fps=self.fps, max_frames=self.max_frames):
-                    frame = video.resize_frame(frame, self.resize, self.image_size)
-                    jpegs.append(video.encode_jpeg(frame, self.jpeg_quality))
-                fps = clip.stored_fps(self.fps)
-            height, width = frame.shape[:2]
+            with self._source.local_copy(ref) as path:
+                jpegs, height, width, fps = video.encode_video(
+                    path, resize=self.resize, image_size=self.image_size,
+                    jpeg_quality=self.jpeg_quality, fps=self.fps,
+                    max_frames=self.max_frames)
             example = schema.encode_video_example(
                 jpegs, label=task.label, label_text=ref.class_name,
                 video_id=ref.video_id, group=ref.group, clip=ref.clip,

@@ -121,9 +121,12 @@ def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
     problems, assignment = [], {}
     for class_name in chosen:
         groups = by_class[class_name]
-        rng = random.Random(f"{seed}/{class_name}")
+        # One seed for every class: the same group numbers shuffle the same
+        # way, so a group number lands in one split across classes, as in
+        # UCF101's official splits. A scene shared by the classes of a group
+        # then cannot tell classes apart in training and mislead at test.
         order = sorted(groups)
-        rng.shuffle(order)
+        random.Random(seed).shuffle(order)
         pending = collections.deque(order)
         for split, count in per_class.items():
             taken = []

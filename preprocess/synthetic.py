@@ -20,11 +20,16 @@ MOTION_CLASSES = ("SlideLeft", "SlideRight", "SlideUp", "SlideDown",
                   "TurnClockwise", "TurnCounterclockwise", "Grow", "Shrink")
 
 
-def _background(rng, height, width):
-    base = rng.integers(40, 200, size=3)
+def _scene(rng, height, width):
+    """A group's scene: a smooth random texture, without its colour."""
     noise = rng.normal(0, 12, size=(height // 8, width // 8, 3))
-    texture = cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.clip(base + texture, 0, 255).astype(np.uint8)
+    return cv2.resize(noise, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def _background(rng, scene):
+    """The scene under a clip's own lighting: a random base colour per clip."""
+    base = rng.integers(40, 200, size=3)
+    return np.clip(base + scene, 0, 255).astype(np.uint8)
 
 
 def _draw_shape(frame, kind, center, size, angle, color):
@@ -50,10 +55,10 @@ def render_clip(class_name, rng, *, num_frames=50, height=240, width=320,
                 background=None):
     """Renders one clip of a motion class as uint8 RGB `[num_frames, H, W, 3]`."""
     if background is None:
-        background = _background(rng, height, width)
+        background = _background(rng, _scene(rng, height, width))
     kind = rng.choice(["bar", "square", "triangle"])
     color = rng.integers(0, 256, size=3).tolist()
-    size = float(rng.uniform(40, 70))
+    size = float(rng.uniform(60, 100))
     angle = float(rng.uniform(0, 2 * math.pi))
     cx, cy = float(rng.uniform(0.3, 0.7) * width), float(rng.uniform(0.3, 0.7) * height)
     t = np.linspace(-0.5, 0.5, num_frames)
@@ -102,19 +107,23 @@ def write_dataset(output_dir, *, classes=MOTION_CLASSES, groups=4, clips_per_gro
                   num_frames=50, height=240, width=320, fps=25, seed=0):
     """Writes the synthetic set to `output_dir/UCF101/`; returns the video paths.
 
-    Each group has its own background, as a UCF101 group shares actor and
+    Each group has its own scene texture, as a UCF101 group shares actor and
     scene, so a group-aware split really tests generalisation to new scenes.
+    Group g has the same scene in every class, so the scene never gives the
+    class away, and each clip its own lighting (base colour), so a model
+    cannot lean on the colours of a few training scenes.
     """
     root = os.path.join(output_dir, "UCF101")
     os.makedirs(root, exist_ok=True)
     paths = []
     for class_index, class_name in enumerate(classes):
         for group in range(1, groups + 1):
+            scene = _scene(np.random.default_rng([seed, group]), height, width)
             rng = np.random.default_rng([seed, class_index, group])
-            background = _background(rng, height, width)
             for clip in range(1, clips_per_group + 1):
                 frames = render_clip(class_name, rng, num_frames=num_frames,
-                                     height=height, width=width, background=background)
+                                     height=height, width=width,
+                                     background=_background(rng, scene))
                 path = os.path.join(root, f"v_{class_name}_g{group:02d}_c{clip:02d}.avi")
                 write_video(path, frames, fps)
                 paths.append(path)

@@ -141,3 +141,22 @@ def encode_jpeg(frame, quality=90):
     if not ok:
         raise VideoDecodeError("OpenCV could not JPEG-encode a frame")
     return buffer.tobytes()
+
+
+def encode_video(path, *, resize, image_size, jpeg_quality=90, fps=None, max_frames=None):
+    """Decodes, resizes and JPEG-encodes a video file, one frame at a time.
+
+    The Beam job and `scripts/predict.py` both call this, so a video becomes
+    frames the same way at preprocessing and at inference.
+
+    Returns:
+        `(jpegs, height, width, fps)`: the JPEG bytes of each frame, the frame
+        size after resizing, and the stored frame rate.
+    """
+    jpegs = []
+    with VideoFile(path) as clip:
+        for frame in clip.frames(fps=fps, max_frames=max_frames):
+            frame = resize_frame(frame, resize, image_size)
+            jpegs.append(encode_jpeg(frame, jpeg_quality))
+        height, width = frame.shape[:2]
+        return jpegs, height, width, clip.stored_fps(fps)

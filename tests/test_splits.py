@@ -74,6 +74,16 @@ def test_subset_keeps_each_group_in_one_split():
         assert counts == [6, 3, 3]
 
 
+def test_subset_puts_a_group_number_in_one_split_across_classes():
+    videos = _videos(groups_per_class=7, clips=3)
+    _, assignment = splits.draw_subset(videos, {"train": 6, "val": 3, "test": 3}, seed=3)
+    split_of_number = {}
+    for ref in videos:
+        if ref.video_id in assignment:
+            split_of_number.setdefault(ref.group, set()).add(assignment[ref.video_id])
+    assert all(len(s) == 1 for s in split_of_number.values()), split_of_number
+
+
 def test_subset_is_seeded_and_deterministic():
     videos = _videos(groups_per_class=6)
     first = splits.draw_subset(videos, {"train": 4, "test": 2}, seed=1)

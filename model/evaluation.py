@@ -1,0 +1,139 @@
+"""Evaluation of a trained model: multi-clip video accuracy, per-class reports and plots.
+
+Clip scores are softmax probabilities; a video's score is the mean over its
+clips (and crops), the usual multi-clip protocol of video classification.
+"""
+
+import collections
+import csv
+
+import numpy as np
+
+
+def predict_videos(model, dataset):
+    """Runs a `(clips, labels, video_ids)` dataset through a model.
+
+    Returns:
+        `(clip_probs, clip_labels, video_ids)` as numpy arrays, in dataset order.
+    """
+    probs, labels, ids = [], [], []
+    for clips, batch_labels, batch_ids in dataset:
+        logits = model.predict_on_batch(clips)
+        probs.append(softmax(np.asarray(logits, np.float64)))
+        labels.append(batch_labels.numpy())
+        ids.extend(v.decode() for v in batch_ids.numpy())
+    return np.concatenate(probs), np.concatenate(labels), np.array(ids)
+
+
+def softmax(logits):
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def video_scores(clip_probs, clip_labels, video_ids):
+    """Averages clip probabilities per video; returns `(ids, probs, labels)`."""
+    order = list(dict.fromkeys(video_ids))
+    index = {video_id: i for i, video_id in enumerate(order)}
+    sums = np.zeros((len(order), clip_probs.shape[1]))
+    counts = np.zeros(len(order))
+    labels = np.zeros(len(order), np.int64)
+    for probs, label, video_id in zip(clip_probs, clip_labels, video_ids):
+        i = index[video_id]
+        sums[i] += probs
+        counts[i] += 1
+        labels[i] = label
+    return order, sums / counts[:, None], labels
+
+
+def classification_report(clip_probs, clip_labels, video_ids, class_names):
+    """The metrics of `metrics.json` and the video-level confusion matrix."""
+    num_classes = len(class_names)
+    _, probs, labels = video_scores(clip_probs, clip_labels, video_ids)
+    predicted = probs.argmax(axis=1)
+    k = min(5, num_classes)
+    top_k = np.argsort(-probs, axis=1)[:, :k]
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    for truth, guess in zip(labels, predicted):
+        confusion[truth, guess] += 1
+    per_class = {}
+    recalls = []
+    for c, name in enumerate(class_names):
+        support = int(confusion[c].sum())
+        predicted_c = int(confusion[:, c].sum())
+        recall = confusion[c, c] / support if support else None
+        precision = confusion[c, c] / predicted_c if predicted_c else None
+        per_class[name] = {"precision": _maybe(precision), "recall": _maybe(recall),
+                           "support": support}
+        if recall is not None:
+            recalls.append(recall)
+    metrics = {
+        "accuracy": float((predicted == labels).mean()),
+        "clip_accuracy": float((clip_probs.argmax(axis=1) == clip_labels).mean()),
+        # With fewer than five classes this is top-k over all of them.
+        "top5_accuracy": float(np.mean([label in row for label, row in zip(labels, top_k)])),
+        "mean_class_accuracy": float(np.mean(recalls)) if recalls else 0.0,
+        "num_videos": int(len(labels)),
+        "num_clips": int(len(clip_labels)),
+        "per_class": per_class,
+    }
+    return metrics, confusion
+
+
+def _maybe(value):
+    return None if value is None else float(value)
+
+
+def plot_learning_curves(history_csv, path):
+    """Loss and accuracy per epoch, training against validation, from `history.csv`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(history_csv) as handle:
+        rows = list(csv.DictReader(handle))
+    # A resumed run appends; keep the last row of each epoch.
+    by_epoch = collections.OrderedDict((int(row["epoch"]), row) for row in rows)
+    epochs = [e + 1 for e in by_epoch]
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, metric in zip(axes, ("loss", "accuracy")):
+        for prefix, label in (("", "train"), ("val_", "validation")):
+            key = prefix + metric
+            if rows and key in rows[0]:
+                axis.plot(epochs, [float(r[key]) for r in by_epoch.values()],
+                          marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle("Learning curves")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plot_confusion_matrix(confusion, class_names, path, title="Confusion matrix"):
+    """A labelled heat map of a confusion matrix (rows: truth, columns: prediction)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    size = max(5, 0.45 * n + 3)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(confusion, cmap="Blues")
+    axis.set_xticks(range(n), class_names, rotation=90)
+    axis.set_yticks(range(n), class_names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    if n <= 30:
+        limit = confusion.max() / 2 if confusion.size else 0
+        for i in range(n):
+            for j in range(n):
+                axis.text(j, i, int(confusion[i, j]), ha="center", va="center",
+                          color="white" if confusion[i, j] > limit else "black",
+                          fontsize=8)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

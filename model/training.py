@@ -1,0 +1,127 @@
+"""Training parts the trainer wires together: strategy, optimizer, callbacks, resume state.
+
+Everything here is a well-kept TensorFlow or Keras feature set up for our
+runs: `tf.distribute` strategies, Keras schedules and optimizers, and Keras
+callbacks (`BackupAndRestore`, `ModelCheckpoint`, `TensorBoard`, `CSVLogger`).
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+
+
+class NaNLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class UnsupportedStrategyError(ValueError):
+    """A distribution strategy this Keras cannot train with."""
+
+
+def make_strategy(name):
+    """TensorFlow's own distribution engines, chosen by name.
+
+    `auto` is `MirroredStrategy` over all local GPUs when there are several,
+    else one device. `multi_worker` is refused for now (see below).
+    """
+    if name == "multi_worker":
+        # Keras 3's fit reduces a distributed batch eagerly while building the
+        # model, which MultiWorkerMirroredStrategy with two or more workers
+        # cannot do (keras-team/keras#20585, seen with Keras 3.15 and TF 2.21).
+        # Fail before any work instead of deep inside fit.
+        raise UnsupportedStrategyError(
+            "--strategy multi_worker: Keras 3 cannot yet fit under "
+            "MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one "
+            "machine with --strategy mirrored (all its GPUs) instead")
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        name = "mirrored" if len(gpus) > 1 else "one_device"
+    if name == "one_device":
+        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+
+
+def learning_rate(base, schedule, epochs, steps_per_epoch, warmup_epochs):
+    """A constant rate, or Keras's cosine decay with linear warm-up."""
+    if schedule == "constant":
+        return base
+    warmup = int(warmup_epochs * steps_per_epoch)
+    total = max(1, epochs * steps_per_epoch - warmup)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else base, decay_steps=total,
+        warmup_target=base if warmup else None, warmup_steps=warmup)
+
+
+def make_optimizer(name, rate, weight_decay=0.0):
+    """Adam (AdamW when decaying weights) or SGD with Nesterov momentum."""
+    if name == "adam":
+        if weight_decay:
+            return keras.optimizers.AdamW(rate, weight_decay=weight_decay)
+        return keras.optimizers.Adam(rate)
+    if name == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, nesterov=True,
+                                    weight_decay=weight_decay or None)
+    raise ValueError(f"unknown optimizer {name!r}; choose adam or sgd")
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Raises `NaNLossError` at the first non-finite loss, before any checkpoint sees it.
+
+    Raising (rather than `stop_training`) skips the epoch-end callbacks, so the
+    last good checkpoint and backup stay as they were.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(float(loss)):
+            raise NaNLossError(f"the loss became {float(loss)} in epoch {self.epoch + 1}")
+
+
+def backup_dir(run_dir):
+    return os.path.join(run_dir, "backup")
+
+
+def resume_epoch(run_dir):
+    """The number of epochs a `BackupAndRestore` backup in `run_dir` has completed."""
+    path = os.path.join(backup_dir(run_dir), "training_metadata.json")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as handle:
+        return int(json.load(handle).get("epoch", 0))
+
+
+def make_callbacks(run_dir):
+    """Resume backups, last and best checkpoints, TensorBoard and a CSV history."""
+    checkpoints = os.path.join(run_dir, "checkpoints")
+    return [
+        StopOnNaN(),
+        # Double checkpoints: a kill during a save still leaves one good backup.
+        keras.callbacks.BackupAndRestore(backup_dir(run_dir), double_checkpoint=True,
+                                         delete_checkpoint=False),
+        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.keras")),
+        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "best.keras"),
+                                        monitor="val_accuracy", mode="max",
+                                        save_best_only=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+    ]
+
+
+def steps_for(num_videos, batch_size):
+    return max(1, math.ceil(num_videos / batch_size))

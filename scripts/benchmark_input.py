@@ -1,0 +1,169 @@
+"""Measures the tf.data reader against the tutorial's OpenCV generator and a decode-only limit.
+
+    python scripts/benchmark_input.py --records DIR --split train --num_frames 10 \
+        --frame_step 15 --image_size 224 --batch_size 8
+
+On the same videos, it times, after a warm-up:
+1. the reader (`preprocess.reader.make_dataset`, training mode);
+2. the tutorial's way: a Python generator that opens each source video with
+   OpenCV, seeks, reads every frame_step-th frame and resizes each frame with
+   TensorFlow, fed through `tf.data.Dataset.from_generator`;
+3. the limit: only JPEG-decoding the same frames from memory, on all cores.
+Prints clips per second for each and the ratios; the last line is JSON.
+"""
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from preprocess import manifest as manifest_lib  # noqa: E402
+from preprocess import reader, schema, sources  # noqa: E402
+
+
+def clips_per_second(batches, batch_size, warmup, measure):
+    """Pulls `warmup` then `measure` batches from an iterator; returns clips per second."""
+    for _ in range(warmup):
+        next(batches)
+    started = time.perf_counter()
+    for _ in range(measure):
+        next(batches)
+    return measure * batch_size / (time.perf_counter() - started)
+
+
+# -- 2. The tutorial's generator, written again here for the comparison. -------------
+
+def tutorial_clip(path, num_frames, frame_step, image_size):
+    """Seeks to a random start and reads every frame_step-th frame, as the tutorial does."""
+    capture = cv2.VideoCapture(path)
+    length = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    need = 1 + (num_frames - 1) * frame_step
+    start = random.randint(0, length - need) if need <= length else 0
+    capture.set(cv2.CAP_PROP_POS_FRAMES, start)
+    frames = []
+    ok, frame = capture.read()
+    frames.append(format_frame(frame, image_size) if ok else None)
+    for _ in range(num_frames - 1):
+        for _ in range(frame_step):
+            ok, frame = capture.read()
+        frames.append(format_frame(frame, image_size) if ok else None)
+    capture.release()
+    blank = np.zeros((image_size, image_size, 3), np.float32)
+    return np.stack([blank if f is None else f for f in frames])[..., [2, 1, 0]]
+
+
+def format_frame(frame, image_size):
+    frame = tf.image.convert_image_dtype(frame, tf.float32)
+    return tf.image.resize_with_pad(frame, image_size, image_size).numpy()
+
+
+def tutorial_dataset(paths, labels, args):
+    def generate():
+        pairs = list(zip(paths, labels))
+        while True:
+            random.shuffle(pairs)
+            for path, label in pairs:
+                yield tutorial_clip(path, args.num_frames, args.frame_step,
+                                    args.image_size), label
+
+    signature = (tf.TensorSpec((None, None, None, 3), tf.float32),
+                 tf.TensorSpec((), tf.int16))
+    return tf.data.Dataset.from_generator(generate, output_signature=signature).batch(
+        args.batch_size)
+
+
+# -- 3. The decode-only limit. ------------------------------------------------------
+
+def clip_jpegs(shards, num_frames, frame_step):
+    """The JPEG bytes of one clip per video, taken from the records."""
+    clips = []
+    for serialized in tf.data.TFRecordDataset(shards):
+        encoded = schema.parse_video_example(serialized)[schema.IMAGE_ENCODED]
+        indices = (np.arange(num_frames) * frame_step) % int(tf.shape(encoded)[0])
+        clips.append(tf.gather(encoded, indices).numpy())
+    return clips
+
+
+def decode_only_dataset(clips, batch_size):
+    jpegs = tf.constant(np.concatenate(clips))
+    num_frames = len(clips[0])
+    return (tf.data.Dataset.from_tensor_slices(jpegs).repeat()
+            .map(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(num_frames).batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def source_paths(manifest, split, records_dir):
+    """The source video of each record of a split, for the generator."""
+    source = sources.open_source(manifest["source"])
+    refs, _ = sources.list_videos(source)
+    by_id = {ref.video_id: ref.location for ref in refs}
+    paths, labels = [], []
+    for serialized in tf.data.TFRecordDataset(manifest_lib.shard_paths(records_dir, manifest,
+                                                                       split)):
+        video = schema.parse_video_example(serialized)
+        paths.append(by_id[video[schema.VIDEO_ID].numpy().decode()])
+        labels.append(int(video[schema.LABEL_INDEX]))
+    return paths, labels
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--records", required=True)
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--num_frames", type=int, default=10)
+    parser.add_argument("--frame_step", type=int, default=15)
+    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=30, help="batches measured")
+    parser.add_argument("--generator_batches", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    manifest = manifest_lib.read_manifest(args.records)
+    shards = manifest_lib.shard_paths(args.records, manifest, args.split)
+    figures = {"config": f"{args.num_frames}x{args.image_size}x{args.image_size} step "
+                         f"{args.frame_step}", "batch_size": args.batch_size,
+               "cores": os.cpu_count(), "records": args.records}
+
+    dataset = reader.make_dataset(args.records, args.split, num_frames=args.num_frames,
+                                  frame_step=args.frame_step, image_size=args.image_size,
+                                  batch_size=args.batch_size, training=True, repeat=True)
+    figures["reader"] = clips_per_second(iter(dataset), args.batch_size, 5, args.batches)
+    print(f"reader:    {figures['reader']:8.1f} clips/s", flush=True)
+
+    if os.path.isdir(manifest["source"]):
+        paths, labels = source_paths(manifest, args.split, args.records)
+        generator = iter(tutorial_dataset(paths, labels, args))
+        figures["generator"] = clips_per_second(generator, args.batch_size, 1,
+                                                args.generator_batches)
+        print(f"generator: {figures['generator']:8.1f} clips/s (the tutorial's way)",
+              flush=True)
+    else:
+        figures["generator"] = None
+        print("generator: skipped, the records' source is not a local folder")
+
+    limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
+                                args.batch_size)
+    figures["decode_limit"] = clips_per_second(iter(limit), args.batch_size, 5, args.batches)
+    print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
+
+    if figures["generator"]:
+        figures["reader_over_generator"] = figures["reader"] / figures["generator"]
+        print(f"reader / generator = {figures['reader_over_generator']:.1f}x")
+    figures["reader_over_limit"] = figures["reader"] / figures["decode_limit"]
+    print(f"reader / limit     = {figures['reader_over_limit']:.1%}")
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                      for k, v in figures.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""train.py end to end on tiny synthetic records: files, metrics, resume, bad input, predict."""
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import train
+from conftest import REPO, REAL_CLIPS, assert_one_line_error
+from preprocess import pipeline, synthetic
+
+# Two classes told apart by motion alone: left against right.
+TRAIN_ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", "6",
+              "--frame_step", "4", "--image_size", "32", "--batch_size", "4",
+              "--learning_rate", "2e-3", "--schedule", "cosine", "--no-flip",
+              "--eval_clips", "2", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_records")
+    synthetic.write_dataset(root / "videos", classes=("SlideLeft", "SlideRight"),
+                            groups=5, clips_per_group=4, num_frames=30)
+    out = root / "records"
+    pipeline.run(["--source", str(root / "videos" / "UCF101"), "--output_dir", str(out),
+                  "--per_class", "train=12,val=4,test=4", "--image_size", "36",
+                  "--direct_running_mode=in_memory"])
+    return out
+
+
+def _train(records, run_dir, *extra):
+    args = ["--records", str(records), "--output_dir", str(run_dir), *TRAIN_ARGS, *extra]
+    return train.main(args)
+
+
+def _cli(*args, **kwargs):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_run(records, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    assert _train(records, run_dir, "--epochs", "12") == 0
+    return run_dir
+
+
+@pytest.mark.slow
+def test_run_writes_every_file_and_learns(finished_run):
+    run = finished_run
+    for name in ("config.json", "history.csv", "metrics.json", "learning_curves.png",
+                 "confusion_matrix.png", "model.keras", "classes.json",
+                 "checkpoints/last.keras", "checkpoints/best.keras",
+                 "saved_model/saved_model.pb"):
+        assert (run / name).exists(), name
+    assert any(name.startswith("events") for _, _, files in os.walk(run / "logs")
+               for name in files)
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["model"] == "r2plus1d_10"
+    assert config["identity"]["records_fingerprint"]
+    assert config["versions"]["tensorflow"] == tf.__version__
+    with open(run / "history.csv") as handle:
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == list(range(12))
+
+    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    for key in ("accuracy", "clip_accuracy", "top5_accuracy", "mean_class_accuracy"):
+        assert 0 <= metrics[key] <= 1
+    assert metrics["num_videos"] == 8 and metrics["num_clips"] == 16
+    assert set(metrics["per_class"]) == {"SlideLeft", "SlideRight"}
+    assert metrics["accuracy"] > 0.5, metrics  # chance is 0.5
+
+
+@pytest.mark.slow
+def test_saved_model_serves_uint8_clips(finished_run):
+    loaded = tf.saved_model.load(str(finished_run / "saved_model"))
+    clips = np.random.default_rng(0).integers(0, 256, (3, 6, 32, 32, 3), dtype=np.uint8)
+    outputs = loaded.serve(tf.constant(clips))
+    assert outputs["probabilities"].shape == (3, 2)
+    np.testing.assert_allclose(outputs["probabilities"].numpy().sum(axis=1), 1, rtol=1e-5)
+    assert json.loads((finished_run / "classes.json").read_text()) == [
+        "SlideLeft", "SlideRight"]
+
+
+@pytest.mark.slow
+def test_predict_on_a_real_clip(finished_run, real_ucf101_dir):
+    clip = real_ucf101_dir / f"{next(iter(REAL_CLIPS))}.avi"
+    result = _cli("scripts/predict.py", "--model", str(finished_run), str(clip), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ranking = json.loads(result.stdout.strip().splitlines()[-1])[str(clip)]
+    assert {entry["class"] for entry in ranking} == {"SlideLeft", "SlideRight"}
+    assert abs(sum(entry["probability"] for entry in ranking) - 1) < 1e-4
+    assert ranking[0]["probability"] >= ranking[1]["probability"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_epoch(records, tmp_path):
+    run_dir = tmp_path / "run"
+    command = ["train.py", "--records", str(records), "--output_dir", str(run_dir),
+               *TRAIN_ARGS, "--epochs", "6"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    process = subprocess.Popen([sys.executable, *command], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = run_dir / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if metadata.exists() and json.loads(metadata.read_text() or "{}").get("epoch", 0) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads(metadata.read_text())["epoch"]
+    assert 2 <= done < 6
+
+    result = _cli(*command, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resuming {run_dir} from epoch {done} of 6" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["training"]["epochs_this_run"] == 6 - done
+    with open(run_dir / "history.csv") as handle:
+        epochs = {int(row["epoch"]) for row in csv.DictReader(handle)}
+    assert epochs >= set(range(done, 6))
+
+    # Another configuration may not resume into the same folder.
+    changed = _cli(*command, "--learning_rate", "1e-4", timeout=300)
+    assert_one_line_error(changed, "another configuration", "learning_rate")
+
+
+def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
+    cases = [
+        (["--records", str(tmp_path / "missing")], "no manifest.json"),
+        (["--records", str(records), "--train_split", "holdout"], "no split 'holdout'"),
+        (["--records", str(records), "--image_size", "64"], "larger than the 36-pixel"),
+        (["--records", str(records), "--strategy", "multi_worker"], "keras-team/keras#20585"),
+    ]
+    old = tmp_path / "old"
+    shutil.copytree(records, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["schema_version"] = 99
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    cases.append((["--records", str(old)], "schema version 99"))
+    for args, fragment in cases:
+        code = train.main(args + ["--output_dir", str(tmp_path / "run"), *TRAIN_ARGS,
+                                  "--epochs", "1"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
+
+
+@pytest.mark.slow
+def test_cli_misuse_and_nan_loss(records, tmp_path):
+    assert_one_line_error(_cli("train.py", "--records", str(tmp_path / "none"),
+                               "--output_dir", str(tmp_path / "run"), timeout=120),
+                          "no manifest.json")
+    run_dir = tmp_path / "nan"
+    result = _cli("train.py", "--records", str(records), "--output_dir", str(run_dir),
+                  *TRAIN_ARGS, "--epochs", "2", "--optimizer", "sgd",
+                  "--learning_rate", "1e12", "--schedule", "constant", timeout=300)
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert_one_line_error(result, "epoch 1", "lower --learning_rate")
+    assert not (run_dir / "metrics.json").exists()
