@@ -16,6 +16,7 @@ import platform
 import shutil
 import sys
 import time
+import warnings
 
 # -----------------------------------------------------------------------------
 # Config: every default in one place. A preset fills in what the command line
@@ -187,6 +188,8 @@ def prepare_run_dir(config, identity):
 
 
 def run(config):
+    # Keras warns whenever a finite dataset ends, which validation sets do by design.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
     import keras
     import tensorflow as tf
 
@@ -197,7 +200,7 @@ def run(config):
     from preprocess import reader
 
     run_dir, records = config["output_dir"], config["records"]
-    # Multi-worker collectives must be set up before TensorFlow runs any op.
+    # The strategy first: an unsupported one fails before any work.
     strategy = training.make_strategy(config["strategy"])
 
     # -------------------------------------------------------------------------
@@ -209,6 +212,10 @@ def run(config):
     val_split = _pick_split(splits, config["val_split"], config["test_split"])
     test_split = _pick_split(splits, config["test_split"], config["val_split"])
     manifest_lib.shard_paths(records, manifest, config["train_split"])
+    if test_split is None:
+        raise TrainError(f"{records} has no {config['test_split']} or {config['val_split']} "
+                         "split with videos to evaluate on; preprocess with one (e.g. "
+                         "--per_class train=30,val=10,test=10)")
     smallest_side = min((min(size) for size in manifest["geometry"]["frame_sizes"]),
                         default=0)
     if config["image_size"] > smallest_side:

@@ -22,6 +22,7 @@ import sys
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from preprocess import manifest as manifest_lib
@@ -115,10 +116,8 @@ class DecodeVideoFn(beam.DoFn):
     """
     FAILED = "failed"
 
-    def __init__(self, source, classes, *, fps, max_frames, resize, image_size,
-                 jpeg_quality):
+    def __init__(self, source, *, fps, max_frames, resize, image_size, jpeg_quality):
         self.source_spec = source
-        self.classes = classes
         self.fps = fps
         self.max_frames = max_frames
         self.resize = resize
@@ -293,6 +292,15 @@ def plan_tasks(args):
     return classes, tasks, spec, ignored
 
 
+def print_counters(result):
+    """Prints the job's Beam counters, as the runner reports them."""
+    query = result.metrics().query(MetricsFilter().with_namespace("preprocess"))
+    counters = {c.key.metric.name: c.committed for c in query["counters"]}
+    if counters:
+        print("preprocess: counters " + ", ".join(f"{k}={v}" for k, v in sorted(counters.items())),
+              flush=True)
+
+
 def estimate_num_shards(num_videos, args):
     """Shards for a split so that each holds roughly 150 MB of JPEG frames."""
     height, width = video.resized_shape(240, 320, args.resize, args.image_size)
@@ -382,6 +390,24 @@ def check_args(args):
         raise PreprocessError(f"--num_shards must be 0 (auto) or more, not {args.num_shards}")
 
 
+def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
+    """The job as a handful of labelled steps: list, decode, write, summarise."""
+    decoded = (pipeline
+               | "ListVideos" >> beam.Create(tasks)
+               | "DecodeVideos" >> DecodeVideos(decode_fn))
+    decoded.records | "WriteSplits" >> WriteSplits(output_dir, split_shards)
+    (decoded.records
+     | "Summarise" >> beam.CombineGlobally(SummariseFn())
+     | "WriteSummary" >> beam.io.WriteToText(
+         FileSystems.join(output_dir, _SUMMARY_NAME),
+         file_name_suffix=".json", num_shards=1, shard_name_template=""))
+    (decoded[DecodeVideoFn.FAILED]
+     | "FailureToJson" >> beam.Map(json.dumps, sort_keys=True)
+     | "WriteFailures" >> beam.io.WriteToText(
+         FileSystems.join(output_dir, "failures"),
+         file_name_suffix=".jsonl", num_shards=1, shard_name_template=""))
+
+
 def run(argv=None):
     """Runs the job; returns the manifest it wrote. Raises on bad requests."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -399,29 +425,18 @@ def run(argv=None):
           f"{args.source}: " + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())),
           flush=True)
 
-    # Our flags ride along so that `options.view_as(PreprocessOptions)` works.
-    options = PipelineOptions(argv + default_runner_args(beam_args)[len(beam_args):])
-    decode_fn = DecodeVideoFn(args.source, classes, fps=args.fps,
+    options = PipelineOptions(default_runner_args(beam_args))
+    decode_fn = DecodeVideoFn(args.source, fps=args.fps,
                               max_frames=args.max_frames, resize=args.resize,
                               image_size=args.image_size,
                               jpeg_quality=args.jpeg_quality)
     started = datetime.datetime.now(datetime.timezone.utc)
-    with beam.Pipeline(options=options) as pipeline:
-        decoded = (pipeline
-                   | "ListVideos" >> beam.Create(tasks)
-                   | "DecodeVideos" >> DecodeVideos(decode_fn))
-        decoded.records | "WriteSplits" >> WriteSplits(args.output_dir, split_shards)
-        (decoded.records
-         | "Summarise" >> beam.CombineGlobally(SummariseFn())
-         | "WriteSummary" >> beam.io.WriteToText(
-             FileSystems.join(args.output_dir, _SUMMARY_NAME),
-             file_name_suffix=".json", num_shards=1, shard_name_template=""))
-        (decoded[DecodeVideoFn.FAILED]
-         | "FailureToJson" >> beam.Map(json.dumps, sort_keys=True)
-         | "WriteFailures" >> beam.io.WriteToText(
-             FileSystems.join(args.output_dir, "failures"),
-             file_name_suffix=".jsonl", num_shards=1, shard_name_template=""))
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, tasks, decode_fn, args.output_dir, split_shards)
+    result = pipeline.run()
+    result.wait_until_finish()
     seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
+    print_counters(result)
 
     manifest = finish(args, classes, selected, split_spec, ignored, started, seconds)
     manifest_lib.write_manifest(args.output_dir, manifest)

@@ -75,9 +75,9 @@ def render_clip(class_name, rng, *, num_frames=50, height=240, width=320,
         elif class_name == "SlideDown":
             y = cy + step * travel * height
         elif class_name == "TurnClockwise":
-            a = angle + step * 1.5 * math.pi
+            a = angle + step * math.pi
         elif class_name == "TurnCounterclockwise":
-            a = angle - step * 1.5 * math.pi
+            a = angle - step * math.pi
         elif class_name == "Grow":
             s = size * math.exp(step * 1.6)
         elif class_name == "Shrink":

@@ -16,9 +16,9 @@ if [[ "${1:-}" == "--source" ]]; then
   preprocess_args=("$@")
   train_args=(--preset tutorial --epochs "${EPOCHS:-10}")
 else
-  echo "== 1/3 synthetic videos: 8 motion classes x 8 groups x 5 clips (XviD, 320x240, 25 fps)"
-  python -m preprocess.synthetic --output_dir "$WORK/videos" --groups 8 --clips_per_group 5
-  preprocess_args=(--source "$WORK/videos/UCF101" --per_class train=20,val=5,test=10
+  echo "== 1/3 synthetic videos: 8 motion classes x 10 groups x 5 clips (XviD, 320x240, 25 fps)"
+  python -m preprocess.synthetic --output_dir "$WORK/videos" --groups 10 --clips_per_group 5
+  preprocess_args=(--source "$WORK/videos/UCF101" --per_class train=30,val=5,test=10
                    --image_size 72)
   train_args=(--preset demo)
 fi

@@ -28,7 +28,7 @@ def _decode_fn(source, **overrides):
     options = dict(fps=None, max_frames=None, resize="short_side", image_size=32,
                    jpeg_quality=90)
     options.update(overrides)
-    return pipeline.DecodeVideoFn(str(source), ["Grow", "Shrink"], **options)
+    return pipeline.DecodeVideoFn(str(source), **options)
 
 
 # ---------------------------------------------------------------------------
