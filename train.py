@@ -147,10 +147,11 @@ def main(argv=None):
             print(f"error: {error}", file=sys.stderr)
             return 2
         if isinstance(error, NaNLossError):
+            last = os.path.join(config["output_dir"], "checkpoints", "last.keras")
+            kept = (f"the last good checkpoint is {last}" if os.path.exists(last)
+                    else "no epoch had completed, so there is no checkpoint")
             print(f"error: {error}; lower --learning_rate (now {config['learning_rate']}) "
-                  f"and run again with --overwrite; the last good checkpoint is "
-                  f"{os.path.join(config['output_dir'], 'checkpoints', 'last.keras')}",
-                  file=sys.stderr)
+                  f"and run again with --overwrite; {kept}", file=sys.stderr)
             return 3
         raise
     return 0 if metrics is not None else 1

@@ -149,8 +149,8 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
     (old / "manifest.json").write_text(json.dumps(manifest))
     cases.append((["--records", str(old)], "schema version 99"))
     for args, fragment in cases:
-        code = train.main(args + ["--output_dir", str(tmp_path / "run"), *TRAIN_ARGS,
-                                  "--epochs", "1"])
+        code = train.main(["--output_dir", str(tmp_path / "run"), *TRAIN_ARGS,
+                           "--epochs", "1", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
 
@@ -163,7 +163,7 @@ def test_cli_misuse_and_nan_loss(records, tmp_path):
     run_dir = tmp_path / "nan"
     result = _cli("train.py", "--records", str(records), "--output_dir", str(run_dir),
                   *TRAIN_ARGS, "--epochs", "2", "--optimizer", "sgd",
-                  "--learning_rate", "1e12", "--schedule", "constant", timeout=300)
+                  "--learning_rate", "1e30", "--schedule", "constant", timeout=300)
     assert result.returncode == 3, result.stderr[-2000:]
     assert_one_line_error(result, "epoch 1", "lower --learning_rate")
     assert not (run_dir / "metrics.json").exists()
