@@ -24,12 +24,15 @@ import warnings
 # -----------------------------------------------------------------------------
 PRESETS = {
     # The TensorFlow tutorial's experiment: 10 frames every 15th, 224x224, Adam 1e-4.
+    # Its records are padded 224 squares, so a 224 random crop is the whole frame.
     "tutorial": dict(model="tutorial", num_frames=10, frame_step=15, image_size=224,
                      batch_size=8, epochs=50, optimizer="adam", learning_rate=1e-4,
-                     schedule="constant"),
+                     schedule="constant", crop="random"),
     # R(2+1)D-18 as in the paper's UCF101 runs: 16x112x112 clips, SGD with a
     # cosine schedule after a linear warm-up, 10-clip x 3-crop evaluation.
+    # Random 112 crops of the 128x171 frames, as the paper trains.
     "r2plus1d_18": dict(model="r2plus1d_18", num_frames=16, frame_step=2, image_size=112,
+                        crop="random",
                         batch_size=32, epochs=45, optimizer="sgd", learning_rate=0.05,
                         schedule="cosine", warmup_epochs=5, weight_decay=1e-4,
                         label_smoothing=0.1, dropout=0.5, eval_clips=10, eval_crops=3),
@@ -48,7 +51,8 @@ BASE = dict(
     weight_decay=0.0,
     label_smoothing=0.0,
     step_jitter=0,            # training frame step varies by up to this much
-    crop_scale=0.4,           # smallest area fraction of a training crop
+    crop="resized",           # Inception-style random resized crops, or "random" crops
+    crop_scale=0.4,           # smallest area fraction of a resized crop
     flip=True,                # random horizontal flips; off where direction is the label
     precision="auto",         # mixed_float16 on tensor-core GPUs, float32 on CPUs
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
@@ -86,7 +90,10 @@ def build_parser():
     add("--frame_step", type=int, help="source frames between clip frames")
     add("--step_jitter", type=int, help="training frame step varies by up to this")
     add("--image_size", type=int, help="clip frame side")
-    add("--crop_scale", type=float, help="smallest area fraction of training crops")
+    add("--crop", choices=("resized", "random"),
+        help="training crops: random resized (scale and aspect jitter) or plain random "
+             "crops of --image_size (no rescaling, the fastest)")
+    add("--crop_scale", type=float, help="smallest area fraction of resized crops")
     add("--flip", action=argparse.BooleanOptionalAction,
         help="random horizontal flips in training (--no-flip where direction matters)")
     add("--batch_size", type=int, help="clips per replica and step")
@@ -261,7 +268,8 @@ def run(config):
     train_ds = reader.make_dataset(
         records, config["train_split"], batch_size=global_batch, training=True,
         repeat=True, step_jitter=config["step_jitter"], flip=config["flip"],
-        crop_scale=(config["crop_scale"], 1.0), seed=config["seed"], **clip,
+        crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
+        seed=config["seed"], **clip,
     ).map(one_hot)
     val_ds = None
     if val_split:

@@ -21,6 +21,7 @@ import shutil
 import sys
 
 import apache_beam as beam
+import cv2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -128,6 +129,9 @@ class DecodeVideoFn(beam.DoFn):
         self.frames = beam.metrics.Metrics.counter("preprocess", "frames_written")
 
     def setup(self):
+        # The runner parallelises over videos; OpenCV's own threads would only
+        # oversubscribe the cores.
+        cv2.setNumThreads(1)
         self._source = open_source(self.source_spec)
 
     def teardown(self):

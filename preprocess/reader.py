@@ -88,6 +88,17 @@ def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), se
     return tf.stack([y, x, crop_h, crop_w])
 
 
+def random_square_window(height, width, size, seed=None):
+    """A `[y, x, h, w]` square of side `size` (or the short side, if smaller) at a random place.
+
+    The R(2+1)D recipe: random 112x112 crops of 128x171 frames, no rescaling.
+    """
+    side = tf.minimum(tf.minimum(height, width), size)
+    y = tf.random.uniform([], 0, height - side + 1, tf.int32, seed=seed)
+    x = tf.random.uniform([], 0, width - side + 1, tf.int32, seed=seed)
+    return tf.stack([y, x, side, side])
+
+
 def square_crop_windows(height, width, num_crops=1):
     """`[num_crops, 4]` square windows of the short side: centre, or left/centre/right.
 
@@ -124,8 +135,16 @@ def decode_clip(encoded_frames, indices, window, image_size):
         frame = tf.io.decode_and_crop_jpeg(encoded_frames[indices[i]], window, channels=3)
         frames.append(frame)
     clip = tf.stack(frames)
-    resized = tf.image.resize(clip, [image_size, image_size], antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    def resize():
+        # Bilinear without antialiasing: stored frames are near the clip size
+        # already, and antialiasing costs more than the JPEG decode itself.
+        resized = tf.image.resize(clip, [image_size, image_size])
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
+
+    # A window of the output size needs no resize at all.
+    fits = tf.logical_and(window[2] == image_size, window[3] == image_size)
+    return tf.cond(fits, lambda: clip, resize)
 
 
 # ---------------------------------------------------------------------------
@@ -143,7 +162,9 @@ class ClipSpec:
         num_clips: evaluation clips per video, evenly spaced. Defaults to 1.
         num_crops: evaluation crops per clip, 1 (centre) or 3. Defaults to 1.
         step_jitter: training step varies by up to this much. Defaults to 0.
-        crop_scale: training crop area range, as fractions. Defaults to (0.4, 1).
+        crop_scale: training crop area range, as fractions, for Inception-style
+            random resized crops; None for plain random crops of `image_size`
+            (the R(2+1)D recipe, no rescaling). Defaults to (0.4, 1).
         flip: random horizontal flips in training. Defaults to True.
     """
 
@@ -178,7 +199,10 @@ class ClipSpec:
         if self.training:
             indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
                                           self.step_jitter)
-            window = random_crop_window(height, width, self.crop_scale)
+            if self.crop_scale is None:
+                window = random_square_window(height, width, self.image_size)
+            else:
+                window = random_crop_window(height, width, self.crop_scale)
             clip = decode_clip(encoded, indices, window, self.image_size)
             if self.flip:
                 clip = tf.cond(tf.random.uniform([]) < 0.5,
@@ -213,7 +237,8 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
         num_clips: evaluation clips per video, spaced evenly. Defaults to 1.
         num_crops: evaluation crops per clip, 1 or 3. Defaults to 1.
         step_jitter: training step varies by up to this much. Defaults to 0.
-        crop_scale: area range of training crops. Defaults to (0.4, 1.0).
+        crop_scale: area range of random resized training crops, or None for
+            plain random crops of `image_size`. Defaults to (0.4, 1.0).
         flip: random horizontal flips in training. Defaults to True.
         shuffle_buffer: records (whole videos) held for shuffling. Defaults to 256.
         with_video_id: also yield each clip's video id, for per-video averaging.

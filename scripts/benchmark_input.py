@@ -124,6 +124,8 @@ def main(argv=None):
     parser.add_argument("--frame_step", type=int, default=15)
     parser.add_argument("--image_size", type=int, default=224)
     parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--crop", choices=("random", "resized"), default="random",
+                        help="the reader's training crops (default: plain random)")
     parser.add_argument("--batches", type=int, default=30, help="batches measured")
     parser.add_argument("--generator_batches", type=int, default=5)
     args = parser.parse_args(argv)
@@ -131,12 +133,13 @@ def main(argv=None):
     manifest = manifest_lib.read_manifest(args.records)
     shards = manifest_lib.shard_paths(args.records, manifest, args.split)
     figures = {"config": f"{args.num_frames}x{args.image_size}x{args.image_size} step "
-                         f"{args.frame_step}", "batch_size": args.batch_size,
+                         f"{args.frame_step}", "crop": args.crop, "batch_size": args.batch_size,
                "cores": os.cpu_count(), "records": args.records}
 
     dataset = reader.make_dataset(args.records, args.split, num_frames=args.num_frames,
                                   frame_step=args.frame_step, image_size=args.image_size,
-                                  batch_size=args.batch_size, training=True, repeat=True)
+                                  batch_size=args.batch_size, training=True, repeat=True,
+                                  crop_scale=None if args.crop == "random" else (0.4, 1.0))
     figures["reader"] = clips_per_second(iter(dataset), args.batch_size, 5, args.batches)
     print(f"reader:    {figures['reader']:8.1f} clips/s", flush=True)
 

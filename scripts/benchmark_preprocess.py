@@ -2,8 +2,8 @@
 
     python scripts/benchmark_preprocess.py [--videos DIR] [--work DIR]
 
-Without --videos it writes the synthetic set (8 classes x 6 groups x 4 clips,
-50 frames each). Runs the Beam job twice on the DirectRunner, in-memory with
+Without --videos it writes the synthetic set (8 classes x --groups x
+--clips_per_group clips, 50 frames each; default 960 videos). Runs the Beam job twice on the DirectRunner, in-memory with
 one worker and multi-processing over all cores; the last line is JSON.
 """
 
@@ -26,11 +26,14 @@ def main(argv=None):
     parser.add_argument("--videos", help="a UCF101-layout folder; default: synthetic")
     parser.add_argument("--work", help="scratch folder; default: a temporary one")
     parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--groups", type=int, default=10)
+    parser.add_argument("--clips_per_group", type=int, default=12)
     args = parser.parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="bench-preprocess-")
     videos = args.videos
     if not videos:
-        synthetic.write_dataset(os.path.join(work, "videos"), groups=6, clips_per_group=4)
+        synthetic.write_dataset(os.path.join(work, "videos"), groups=args.groups,
+                                clips_per_group=args.clips_per_group)
         videos = os.path.join(work, "videos", "UCF101")
     runs = {
         "single_worker": ["--direct_running_mode=in_memory", "--direct_num_workers=1"],

@@ -165,6 +165,21 @@ def test_transforms_eager_equal_in_dataset_map(records):
     np.testing.assert_array_equal(windows, [[0, 0, 48, 48], [0, 8, 48, 48], [0, 16, 48, 48]])
 
 
+def test_plain_random_crops_keep_pixels_unscaled(records):
+    # 48x64 frames, 40x40 crops: no rescaling, so every frame stays flat at
+    # its own level and the clip keeps its temporal order.
+    dataset = reader.make_dataset(records, "all", num_frames=5, frame_step=2,
+                                  image_size=40, batch_size=3, training=True,
+                                  crop_scale=None, with_video_id=True, repeat=True)
+    clips, _, ids = next(iter(dataset))
+    for clip, video_id in zip(clips.numpy(), ids.numpy()):
+        assert clip.shape == (5, 40, 40, 3)
+        if video_id.decode().startswith("v_Count"):
+            assert np.all(np.diff(frame_index(clip)) == 2)
+    window = reader.random_square_window(tf.constant(48), tf.constant(64), 40).numpy()
+    assert window[2] == window[3] == 40 and window[0] <= 8 and window[1] <= 24
+
+
 def test_random_crop_window_always_fits():
     for seed in range(50):
         y, x, h, w = reader.random_crop_window(tf.constant(48), tf.constant(64),
