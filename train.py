@@ -135,7 +135,11 @@ def resolve_config(argv):
 
 
 def main(argv=None):
-    config = resolve_config(sys.argv[1:] if argv is None else argv)
+    try:
+        config = resolve_config(sys.argv[1:] if argv is None else argv)
+    except TrainError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     # Must precede TensorFlow's import: quiet C++ logs; and oneDNN's bf16 Conv3D
     # CPU kernels give NaN gradients for some shapes (TF 2.21), so bf16 on a
     # CPU-only machine runs TensorFlow's own kernels.
@@ -143,15 +147,20 @@ def main(argv=None):
     if config["precision"] == "mixed_bfloat16" and not _has_accelerator_hint():
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
-        metrics = run(config)
+        run(config)
     except TrainError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # our own one-line errors from the packages
+        import tensorflow as tf
+
         from model.training import NaNLossError, UnsupportedStrategyError
         from preprocess.manifest import ManifestError
         if isinstance(error, (ManifestError, UnsupportedStrategyError)):
             print(f"error: {error}", file=sys.stderr)
+            return 2
+        if isinstance(error, tf.errors.DataLossError):
+            print(f"error: {describe_data_loss(config['records'])}", file=sys.stderr)
             return 2
         if isinstance(error, NaNLossError):
             last = os.path.join(config["output_dir"], "checkpoints", "last.keras")
@@ -161,7 +170,20 @@ def main(argv=None):
                   f"and run again with --overwrite; {kept}", file=sys.stderr)
             return 3
         raise
-    return 0 if metrics is not None else 1
+    return 0
+
+
+def describe_data_loss(records):
+    """Names the shards that fail their CRC, which TensorFlow's own error does not."""
+    from preprocess import manifest as manifest_lib
+    from preprocess.reader import find_corrupt_shards
+    manifest = manifest_lib.read_manifest(records)
+    paths = [os.path.join(records, shard) for info in manifest["splits"].values()
+             for shard in info["shards"]]
+    corrupt = find_corrupt_shards(paths)
+    names = ", ".join(f"{path} ({reason})" for path, reason in corrupt.items())
+    return (f"corrupt records in {names or records}; copy or preprocess them again, "
+            "or pass --skip_corrupt to skip unreadable records")
 
 
 def _has_accelerator_hint():

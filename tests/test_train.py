@@ -142,6 +142,7 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--train_split", "holdout"], "no split 'holdout'"),
         (["--records", str(records), "--image_size", "64"], "larger than the 36-pixel"),
         (["--records", str(records), "--strategy", "multi_worker"], "keras-team/keras#20585"),
+        (["--records", str(records), "--epochs", "0"], "--epochs must be at least 1"),
     ]
     old = tmp_path / "old"
     shutil.copytree(records, old)
@@ -154,6 +155,20 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
                            "--epochs", "1", *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
+
+
+def test_corrupt_shard_is_named(records, tmp_path, capsys):
+    copy = tmp_path / "records"
+    shutil.copytree(records, copy)
+    shard = sorted((copy / "test").iterdir())[0]
+    data = bytearray(shard.read_bytes())
+    data[30:60] = bytes(b ^ 0xFF for b in data[30:60])  # same size: only the CRC tells
+    shard.write_bytes(bytes(data))
+    code = train.main(["--records", str(copy), "--output_dir", str(tmp_path / "run"),
+                       *TRAIN_ARGS, "--epochs", "1", "--steps_per_epoch", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert str(shard) in err[0] and "--skip_corrupt" in err[0]
 
 
 @pytest.mark.slow
