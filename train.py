@@ -58,6 +58,7 @@ BASE = dict(
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
     strategy="auto",
     seed=0,
+    deterministic=False,      # bit-exact reruns: deterministic ops and input order; slower
     eval_clips=1,             # clips per test video, averaged
     eval_crops=1,             # 1 (centre) or 3 (left, centre, right)
     steps_per_epoch=0,        # 0: one pass over the training videos
@@ -109,6 +110,8 @@ def build_parser():
     add("--jit_compile", action="store_true", default=None, help="compile with XLA")
     add("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"))
     add("--seed", type=int)
+    add("--deterministic", action="store_true", default=None,
+        help="make a rerun bit-exact (deterministic ops and input order; slower)")
     add("--eval_clips", type=int, help="clips per test video, averaged")
     add("--eval_crops", type=int, choices=(1, 3), help="crops per evaluation clip")
     add("--train_split")
@@ -262,6 +265,8 @@ def run(config):
     # -------------------------------------------------------------------------
     policy = set_precision(config["precision"])
     keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
     replicas = strategy.num_replicas_in_sync
     global_batch = config["batch_size"] * replicas
     with open(os.path.join(run_dir, "config.json"), "w") as handle:
@@ -291,7 +296,7 @@ def run(config):
         records, config["train_split"], batch_size=global_batch, training=True,
         repeat=True, step_jitter=config["step_jitter"], flip=config["flip"],
         crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
-        seed=config["seed"], **clip,
+        seed=config["seed"], deterministic=config["deterministic"] or None, **clip,
     ).map(one_hot)
     val_ds = None
     if val_split:
