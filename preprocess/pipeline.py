@@ -465,10 +465,10 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
     failed = collections.Counter(f["split"] for f in failures)
     split_info, problems = {}, []
     for split, count in sorted(selected.items()):
-        shards = sorted(
-            m.path for m in FileSystems.match(
-                [FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)]
-            )[0].metadata_list)
+        matched = sorted(
+            FileSystems.match([FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)]
+                              )[0].metadata_list, key=lambda m: m.path)
+        shards = [m.path for m in matched]
         # Count what the shards really hold, not what the decoder emitted.
         shard_records = [count_records([path]) for path in shards]
         written = sum(shard_records)
@@ -487,7 +487,7 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
             "shards": [f"{split}/{path.rstrip('/').split('/')[-1]}" for path in shards],
             # Per shard, so a reader can spot a truncated copy without reading it.
             "shard_records": shard_records,
-            "shard_bytes": [_size(path) for path in shards],
+            "shard_bytes": [m.size_in_bytes for m in matched],
         }
     if problems:
         raise PreprocessError(f"video counts do not add up in {', '.join(problems)}; "
@@ -518,12 +518,8 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
         "failures": manifest_lib.FAILURES_NAME,
         "num_ignored_files": len(ignored),
         "seconds": round(seconds, 2),
-        "options": {k: v for k, v in vars(args).items()},
+        "options": dict(vars(args)),
     }
-
-
-def _size(path):
-    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
 
 
 def main(argv=None):
