@@ -54,6 +54,7 @@ BASE = dict(
     crop="resized",           # Inception-style random resized crops, or "random" crops
     crop_scale=0.4,           # smallest area fraction of a resized crop
     flip=True,                # random horizontal flips; off where direction is the label
+    samples_per_video=1,      # training clips per video read (repeated augmentation)
     precision="auto",         # mixed_float16 on tensor-core GPUs, float32 on CPUs
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
     strategy="auto",
@@ -97,6 +98,9 @@ def build_parser():
     add("--crop_scale", type=float, help="smallest area fraction of resized crops")
     add("--flip", action=argparse.BooleanOptionalAction,
         help="random horizontal flips in training (--no-flip where direction matters)")
+    add("--samples_per_video", type=int,
+        help="training clips cut from each video read, each with its own start, crop "
+             "and flip (repeated augmentation); an epoch sees this many clips per video")
     add("--batch_size", type=int, help="clips per replica and step")
     add("--epochs", type=int)
     add("--steps_per_epoch", type=int, help="0: one pass over the training videos")
@@ -134,6 +138,8 @@ def resolve_config(argv):
         raise TrainError("--epochs must be at least 1")
     if not 0 < config["crop_scale"] <= 1:
         raise TrainError("--crop_scale must be in (0, 1]")
+    if config["samples_per_video"] < 1:
+        raise TrainError("--samples_per_video must be at least 1")
     return config
 
 
@@ -295,6 +301,7 @@ def run(config):
     train_ds = reader.make_dataset(
         records, config["train_split"], batch_size=global_batch, training=True,
         repeat=True, step_jitter=config["step_jitter"], flip=config["flip"],
+        samples_per_video=config["samples_per_video"],
         crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
         seed=config["seed"], deterministic=config["deterministic"] or None, **clip,
     ).map(one_hot)
@@ -303,7 +310,8 @@ def run(config):
         val_ds = reader.make_dataset(records, val_split, batch_size=global_batch,
                                      training=False, **clip).map(one_hot)
     steps = config["steps_per_epoch"] or training.steps_for(
-        splits[config["train_split"]]["num_videos"], global_batch)
+        splits[config["train_split"]]["num_videos"] * config["samples_per_video"],
+        global_batch)
 
     # -------------------------------------------------------------------------
     # Model and compile, under the strategy's scope.

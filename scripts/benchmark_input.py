@@ -13,9 +13,11 @@ Prints clips per second for each and the ratios; the last line is JSON.
 """
 
 import argparse
+import gc
 import json
 import os
 import random
+import statistics
 import sys
 import time
 
@@ -30,14 +32,27 @@ from preprocess import manifest as manifest_lib  # noqa: E402
 from preprocess import reader, schema, sources  # noqa: E402
 
 
-def clips_per_second(batches, batch_size, warmup, measure):
-    """Pulls `warmup` then `measure` batches from an iterator; returns clips per second."""
-    for _ in range(warmup):
-        next(batches)
-    started = time.perf_counter()
-    for _ in range(measure):
-        next(batches)
-    return measure * batch_size / (time.perf_counter() - started)
+def clips_per_second(dataset, batch_size, seconds, rounds=1, warmup=2.0):
+    """Clips per second of a dataset: the median of `rounds` timings of `seconds` each.
+
+    Each dataset is timed on its own: its iterator, with the background threads
+    tf.data starts for it, is gone before the next dataset starts, so no
+    pipeline's prefetching competes with another's for the cores.
+    """
+    batches = iter(dataset)
+
+    def pull(duration):
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < duration:
+            next(batches)
+            count += 1
+        return count * batch_size / (time.perf_counter() - started)
+
+    pull(warmup)  # lets tf.data's autotuning settle
+    rates = [pull(seconds) for _ in range(rounds)]
+    del batches
+    gc.collect()
+    return statistics.median(rates)
 
 
 # -- 2. The tutorial's generator, written again here for the comparison. -------------
@@ -83,23 +98,34 @@ def tutorial_dataset(paths, labels, args):
 
 # -- 3. The decode-only limit. ------------------------------------------------------
 
-def clip_jpegs(shards, num_frames, frame_step):
-    """The JPEG bytes of one clip per video, taken from the records."""
-    clips = []
-    for serialized in tf.data.TFRecordDataset(shards):
-        encoded = schema.parse_video_example(serialized)[schema.IMAGE_ENCODED]
-        indices = (np.arange(num_frames) * frame_step) % int(tf.shape(encoded)[0])
-        clips.append(tf.gather(encoded, indices).numpy())
-    return clips
+def clip_jpegs(shards, num_frames, frame_step, clips=512, seed=0):
+    """JPEG bytes `[clips, num_frames]` of clips drawn as the reader draws them.
+
+    Random starts over every video of the shards (each video in turn), so the
+    limit decodes frames of the same kind as the reader; held in memory.
+    """
+    rng = np.random.default_rng(seed)
+    videos = [schema.parse_video_example(serialized)[schema.IMAGE_ENCODED].numpy()
+              for serialized in tf.data.TFRecordDataset(shards)]
+    chosen = []
+    for i in range(clips):
+        frames = videos[i % len(videos)]
+        span = (num_frames - 1) * frame_step + 1
+        start = rng.integers(0, max(len(frames) - span, 0) + 1)
+        chosen.append(frames[(start + np.arange(num_frames) * frame_step) % len(frames)])
+    return np.stack(chosen)
 
 
-def decode_only_dataset(clips, batch_size):
-    jpegs = tf.constant(np.concatenate(clips))
-    num_frames = len(clips[0])
+def decode_only_dataset(jpegs, batch_size):
+    """Only the JPEG decodes: a clip's frames per call, calls on all cores."""
+    num_frames = jpegs.shape[1]
+
+    def decode(clip):
+        return tf.stack([tf.io.decode_jpeg(clip[i], channels=3) for i in range(num_frames)])
+
     return (tf.data.Dataset.from_tensor_slices(jpegs).repeat()
-            .map(lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
-                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-            .batch(num_frames).batch(batch_size).prefetch(tf.data.AUTOTUNE))
+            .map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
 def source_paths(manifest, split, records_dir):
@@ -126,28 +152,33 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--crop", choices=("random", "resized"), default="random",
                         help="the reader's training crops (default: plain random)")
-    parser.add_argument("--batches", type=int, default=30, help="batches measured")
-    parser.add_argument("--generator_batches", type=int, default=5)
+    parser.add_argument("--samples_per_video", type=int, default=1,
+                        help="the reader's training clips per video read (repeated "
+                             "augmentation)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="length of one timing")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="timings per pipeline; the median is reported")
     args = parser.parse_args(argv)
 
     manifest = manifest_lib.read_manifest(args.records)
     shards = manifest_lib.shard_paths(args.records, manifest, args.split)
     figures = {"config": f"{args.num_frames}x{args.image_size}x{args.image_size} step "
-                         f"{args.frame_step}", "crop": args.crop, "batch_size": args.batch_size,
+                         f"{args.frame_step}", "crop": args.crop,
+               "samples_per_video": args.samples_per_video, "batch_size": args.batch_size,
                "cores": os.cpu_count(), "records": args.records}
 
     dataset = reader.make_dataset(args.records, args.split, num_frames=args.num_frames,
                                   frame_step=args.frame_step, image_size=args.image_size,
                                   batch_size=args.batch_size, training=True, repeat=True,
-                                  crop_scale=None if args.crop == "random" else (0.4, 1.0))
-    figures["reader"] = clips_per_second(iter(dataset), args.batch_size, 5, args.batches)
+                                  crop_scale=None if args.crop == "random" else (0.4, 1.0),
+                                  samples_per_video=args.samples_per_video)
+    figures["reader"] = clips_per_second(dataset, args.batch_size, args.seconds, args.rounds)
     print(f"reader:    {figures['reader']:8.1f} clips/s", flush=True)
 
     if os.path.isdir(manifest["source"]):
         paths, labels = source_paths(manifest, args.split, args.records)
-        generator = iter(tutorial_dataset(paths, labels, args))
-        figures["generator"] = clips_per_second(generator, args.batch_size, 1,
-                                                args.generator_batches)
+        figures["generator"] = clips_per_second(tutorial_dataset(paths, labels, args),
+                                                args.batch_size, args.seconds, 1)
         print(f"generator: {figures['generator']:8.1f} clips/s (the tutorial's way)",
               flush=True)
     else:
@@ -156,7 +187,8 @@ def main(argv=None):
 
     limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
                                 args.batch_size)
-    figures["decode_limit"] = clips_per_second(iter(limit), args.batch_size, 5, args.batches)
+    figures["decode_limit"] = clips_per_second(limit, args.batch_size, args.seconds,
+                                               args.rounds)
     print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
 
     if figures["generator"]:

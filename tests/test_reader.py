@@ -180,6 +180,38 @@ def test_plain_random_crops_keep_pixels_unscaled(records):
     assert window[2] == window[3] == 40 and window[0] <= 8 and window[1] <= 24
 
 
+def test_flip_mirrors_each_frame():
+    clip = np.random.default_rng(0).integers(0, 256, (3, 5, 7, 3), np.uint8)
+    np.testing.assert_array_equal(reader.flip_left_right(tf.constant(clip)).numpy(),
+                                  clip[:, :, ::-1, :])
+    mapped = tf.data.Dataset.from_tensors(clip).map(reader.flip_left_right)
+    flipped = next(iter(mapped))
+    assert flipped.shape == clip.shape
+    np.testing.assert_array_equal(flipped.numpy(), clip[:, :, ::-1, :])
+
+
+def test_samples_per_video_cuts_several_clips_from_one_read(records):
+    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
+                                  image_size=24, batch_size=4, training=True,
+                                  samples_per_video=4, with_video_id=True, flip=False,
+                                  seed=1)
+    clips, labels, ids = _videos(dataset)
+    assert len(clips) == 3 * 4  # an epoch is still one read of every video
+    assert sorted(set(ids)) == sorted(LENGTHS)
+    starts = set()
+    for video_id in LENGTHS:
+        mine = [i for i, v in enumerate(ids) if v == video_id]
+        assert len(mine) == 4 and len({labels[i] for i in mine}) == 1
+        if video_id == "v_Count_g01_c01":
+            for i in mine:
+                index = frame_index(clips[i])
+                assert np.all(np.diff(index) == 2), index
+                starts.add(int(index[0]))
+    assert len(starts) > 1  # each sample has its own start
+    with pytest.raises(ValueError, match="samples_per_video"):
+        reader.ClipSpec(4, 2, 24, training=True, samples_per_video=0)
+
+
 def test_random_crop_window_always_fits():
     for seed in range(50):
         y, x, h, w = reader.random_crop_window(tf.constant(48), tf.constant(64),

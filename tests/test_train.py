@@ -149,6 +149,8 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--image_size", "64"], "larger than the 54-pixel"),
         (["--records", str(records), "--strategy", "multi_worker"], "keras-team/keras#20585"),
         (["--records", str(records), "--epochs", "0"], "--epochs must be at least 1"),
+        (["--records", str(records), "--samples_per_video", "0"],
+         "--samples_per_video must be at least 1"),
     ]
     old = tmp_path / "old"
     shutil.copytree(records, old)
