@@ -130,11 +130,10 @@ def decode_clip(encoded_frames, indices, window, image_size):
     Returns:
         uint8 `[num_frames, image_size, image_size, 3]`.
     """
-    frames = []
-    for i in range(indices.shape[0]):  # unrolled: tf.data runs the decodes in parallel
-        frame = tf.io.decode_and_crop_jpeg(encoded_frames[indices[i]], window, channels=3)
-        frames.append(frame)
-    clip = tf.stack(frames)
+    # One gather, then one decode op per frame (unrolled): fewer small ops per
+    # clip than indexing frame by frame, which tf.data pays for on every clip.
+    chosen = tf.unstack(tf.gather(encoded_frames, indices), num=indices.shape[0])
+    clip = tf.stack([tf.io.decode_and_crop_jpeg(jpeg, window, channels=3) for jpeg in chosen])
 
     def resize():
         # Bilinear without antialiasing: stored frames are near the clip size

@@ -8,8 +8,11 @@ On the same videos, it times, after a warm-up:
 2. the tutorial's way: a Python generator that opens each source video with
    OpenCV, seeks, reads every frame_step-th frame and resizes each frame with
    TensorFlow, fed through `tf.data.Dataset.from_generator`;
-3. the limit: only JPEG-decoding the same frames from memory, on all cores.
-Prints clips per second for each and the ratios; the last line is JSON.
+3. the limit: only JPEG-decoding frames of clips drawn as the reader draws
+   them, held in memory, one clip per call, on all cores.
+The three take turns, one at a time, for `--rounds` timings each, and the
+medians are reported: a shared machine's speed drifts by tens of percent
+within a minute. Prints clips per second and the ratios; the last line is JSON.
 """
 
 import argparse
@@ -32,12 +35,11 @@ from preprocess import manifest as manifest_lib  # noqa: E402
 from preprocess import reader, schema, sources  # noqa: E402
 
 
-def clips_per_second(dataset, batch_size, seconds, rounds=1, warmup=2.0):
-    """Clips per second of a dataset: the median of `rounds` timings of `seconds` each.
+def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
+    """Clips per second of a dataset, timed for `seconds` after `warmup` seconds.
 
-    Each dataset is timed on its own: its iterator, with the background threads
-    tf.data starts for it, is gone before the next dataset starts, so no
-    pipeline's prefetching competes with another's for the cores.
+    The iterator, with the background threads tf.data starts for it, is gone
+    before this returns, so no other pipeline's prefetching competes for the cores.
     """
     batches = iter(dataset)
 
@@ -49,10 +51,23 @@ def clips_per_second(dataset, batch_size, seconds, rounds=1, warmup=2.0):
         return count * batch_size / (time.perf_counter() - started)
 
     pull(warmup)  # lets tf.data's autotuning settle
-    rates = [pull(seconds) for _ in range(rounds)]
+    rate = pull(seconds)
     del batches
     gc.collect()
-    return statistics.median(rates)
+    return rate
+
+
+def alternating_medians(datasets, batch_size, seconds, rounds):
+    """Times each dataset `rounds` times, taking turns; returns the median of each.
+
+    On a shared machine the cores' speed drifts by tens of percent over a
+    minute; taking turns exposes every pipeline to the same drift.
+    """
+    rates = {name: [] for name in datasets}
+    for _ in range(rounds):
+        for name, dataset in datasets.items():
+            rates[name].append(clips_per_second(dataset, batch_size, seconds))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 # -- 2. The tutorial's generator, written again here for the comparison. -------------
@@ -157,7 +172,7 @@ def main(argv=None):
                              "augmentation)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one timing")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="timings per pipeline; the median is reported")
+                        help="timings of each pipeline, taking turns; medians are reported")
     args = parser.parse_args(argv)
 
     manifest = manifest_lib.read_manifest(args.records)
@@ -172,23 +187,20 @@ def main(argv=None):
                                   batch_size=args.batch_size, training=True, repeat=True,
                                   crop_scale=None if args.crop == "random" else (0.4, 1.0),
                                   samples_per_video=args.samples_per_video)
-    figures["reader"] = clips_per_second(dataset, args.batch_size, args.seconds, args.rounds)
-    print(f"reader:    {figures['reader']:8.1f} clips/s", flush=True)
-
+    limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
+                                args.batch_size)
+    pipelines = {"reader": dataset, "decode_limit": limit}
     if os.path.isdir(manifest["source"]):
         paths, labels = source_paths(manifest, args.split, args.records)
-        figures["generator"] = clips_per_second(tutorial_dataset(paths, labels, args),
-                                                args.batch_size, args.seconds, 1)
-        print(f"generator: {figures['generator']:8.1f} clips/s (the tutorial's way)",
-              flush=True)
+        pipelines["generator"] = tutorial_dataset(paths, labels, args)
+    figures.update(alternating_medians(pipelines, args.batch_size, args.seconds,
+                                       args.rounds))
+    print(f"reader:    {figures['reader']:8.1f} clips/s (median of {args.rounds} timings)")
+    if "generator" in figures:
+        print(f"generator: {figures['generator']:8.1f} clips/s (the tutorial's way)")
     else:
         figures["generator"] = None
         print("generator: skipped, the records' source is not a local folder")
-
-    limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
-                                args.batch_size)
-    figures["decode_limit"] = clips_per_second(limit, args.batch_size, args.seconds,
-                                               args.rounds)
     print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
 
     if figures["generator"]:
