@@ -53,7 +53,7 @@ BASE = dict(
     step_jitter=0,            # training frame step varies by up to this much
     crop="resized",           # Inception-style random resized crops, or "random" crops
     crop_scale=0.4,           # smallest area fraction of a resized crop
-    flip=True,                # random horizontal flips; off where direction is the label
+    flip=True,                # random flips, in the model; off where direction is the label
     samples_per_video=1,      # training clips per video read (repeated augmentation)
     precision="auto",         # mixed_float16 on tensor-core GPUs, float32 on CPUs
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
@@ -300,7 +300,8 @@ def run(config):
 
     train_ds = reader.make_dataset(
         records, config["train_split"], batch_size=global_batch, training=True,
-        repeat=True, step_jitter=config["step_jitter"], flip=config["flip"],
+        repeat=True, step_jitter=config["step_jitter"],
+        flip=False,  # the model flips, on the device: see model.layers.RandomFlipClips
         samples_per_video=config["samples_per_video"],
         crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
         seed=config["seed"], deterministic=config["deterministic"] or None, **clip,
@@ -320,7 +321,8 @@ def run(config):
         width_multiplier=config["width_multiplier"], dropout=config["dropout"])
     with strategy.scope():
         network = models.build_model(config["model"], num_classes, config["num_frames"],
-                                     config["image_size"], **options_for_model)
+                                     config["image_size"], flip=config["flip"],
+                                     **options_for_model)
         rate = training.learning_rate(config["learning_rate"], config["schedule"],
                                       config["epochs"], steps, config["warmup_epochs"])
         network.compile(

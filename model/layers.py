@@ -1,5 +1,7 @@
 """Keras 3 layers of (2+1)D ResNets: the factorised convolution, residual blocks, video resize.
 
+Also the one augmentation that runs on the device: `RandomFlipClips`.
+
 Each layer is registered with Keras, so a `.keras` file that uses it reloads in
 a fresh process with `safe_mode=True` and no `custom_objects`.
 """
@@ -151,6 +153,40 @@ class Project(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(units=self.units)
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class RandomFlipClips(keras.layers.Layer):
+    """Mirrors each clip `[b, t, h, w, c]` left-right with probability 1/2; training only.
+
+    Keras's advice for cheap augmentation: put it in the model, where it runs on
+    the accelerator beside the convolutions, instead of spending input-pipeline
+    CPU on it (a flip costs a sixth of a 224x224 clip's JPEG decodes there).
+    Every frame of a clip flips together. Inactive at inference.
+
+    Args:
+        seed: seed of the flips; None draws from Keras's global seed.
+    """
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, clips, training=None):
+        if not training:
+            return clips
+        coin = keras.random.uniform((ops.shape(clips)[0], 1, 1, 1, 1),
+                                    seed=self.seed_generator)
+        return ops.where(coin < 0.5, ops.flip(clips, axis=3), clips)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(seed=self.seed)
         return config
 
 

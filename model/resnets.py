@@ -8,7 +8,8 @@ logits, whatever the dtype policy of the layers in between.
 import keras
 from keras import layers
 
-from model.layers import Conv2Plus1D, Project, ResidualBlock2Plus1D, ResidualMain, ResizeVideo
+from model.layers import (Conv2Plus1D, Project, RandomFlipClips, ResidualBlock2Plus1D,
+                          ResidualMain, ResizeVideo)
 
 # Blocks per stage of the paper's depths.
 R2PLUS1D_STAGES = {
@@ -35,18 +36,25 @@ def _residual_block(x, filters, kernel_size):
     return layers.add([shortcut, out])
 
 
-def tutorial(num_classes, num_frames=10, image_size=224):
+def augmented_input(num_frames, image_size, flip):
+    """The clip input and what the network reads: the clips, randomly flipped when `flip`."""
+    clips = clip_input(num_frames, image_size)
+    return clips, (RandomFlipClips(name="random_flip")(clips) if flip else clips)
+
+
+def tutorial(num_classes, num_frames=10, image_size=224, flip=False):
     """The TensorFlow tutorial's (2+1)D ResNet, layer for layer.
 
     16/32/64/128 filters, LayerNormalization in the residual blocks,
     `ResizeVideo` halving the frames between stages, global average pooling
-    and dense logits.
+    and dense logits. With `flip`, clips are randomly flipped in training, on
+    the device.
     """
     if image_size is None or image_size < 16:
         raise ValueError("the tutorial model resizes to image_size // 16: give an "
                          "image_size of 16 or more")
-    clips = clip_input(num_frames, image_size)
-    x = layers.Rescaling(1 / 255, name="rescale")(clips)
+    clips, x = augmented_input(num_frames, image_size, flip)
+    x = layers.Rescaling(1 / 255, name="rescale")(x)
     x = Conv2Plus1D(16, (3, 7, 7), name="stem")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
@@ -69,7 +77,8 @@ def make_divisible(channels, divisor=8):
 
 
 def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
-             width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, name="r2plus1d_18"):
+             width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, flip=False,
+             name="r2plus1d_18"):
     """R(2+1)D after Tran et al. 2018, as torchvision's `r2plus1d_18` lays it out.
 
     Stem: a 1x7x7 spatial convolution to 45 channels, then a 3x1x1 temporal
@@ -87,6 +96,8 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
         dropout: dropout before the logits. Defaults to 0.
         bn_momentum: BatchNorm momentum; 0.9 lets short runs settle their
             moving statistics. Defaults to 0.9.
+        flip: random horizontal flips of the clips in training, on the
+            device. Defaults to False.
         name: the model's name.
     """
     def width(channels):
@@ -94,8 +105,8 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
             channels * width_multiplier)
 
     bn = dict(momentum=bn_momentum)
-    clips = clip_input(num_frames, image_size)
-    x = layers.Rescaling(1 / 255, name="rescale")(clips)
+    clips, x = augmented_input(num_frames, image_size, flip)
+    x = layers.Rescaling(1 / 255, name="rescale")(x)
     x = layers.Conv3D(width(45), (1, 7, 7), strides=(1, 2, 2), padding="same",
                       use_bias=False, name="stem_spatial")(x)
     x = layers.BatchNormalization(name="stem_spatial_bn", **bn)(x)

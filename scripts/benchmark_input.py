@@ -4,15 +4,17 @@
         --frame_step 15 --image_size 224 --batch_size 8
 
 On the same videos, it times, after a warm-up:
-1. the reader (`preprocess.reader.make_dataset`, training mode);
+1. the reader (`preprocess.reader.make_dataset`, training mode, as train.py
+   uses it: flips are the model's, on the device, unless `--cpu_flip`);
 2. the tutorial's way: a Python generator that opens each source video with
    OpenCV, seeks, reads every frame_step-th frame and resizes each frame with
    TensorFlow, fed through `tf.data.Dataset.from_generator`;
 3. the limit: only JPEG-decoding frames of clips drawn as the reader draws
    them, held in memory, one clip per call, on all cores.
-The three take turns, one at a time, for `--rounds` timings each, and the
-medians are reported: a shared machine's speed drifts by tens of percent
-within a minute. Prints clips per second and the ratios; the last line is JSON.
+The reader and the limit take turns, one at a time, for `--rounds` timings
+each, and the medians are reported: a shared machine's speed drifts by tens of
+percent within a minute. The generator runs last, as its OpenCV threads slow
+whatever runs after it. Prints clips per second and the ratios; the last line is JSON.
 """
 
 import argparse
@@ -57,7 +59,7 @@ def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
     return rate
 
 
-def alternating_medians(datasets, batch_size, seconds, rounds):
+def alternating_medians(datasets, batch_size, seconds, rounds, warmup=2.0):
     """Times each dataset `rounds` times, taking turns; returns the median of each.
 
     On a shared machine the cores' speed drifts by tens of percent over a
@@ -66,8 +68,9 @@ def alternating_medians(datasets, batch_size, seconds, rounds):
     rates = {name: [] for name in datasets}
     for _ in range(rounds):
         for name, dataset in datasets.items():
-            rates[name].append(clips_per_second(dataset, batch_size, seconds))
-    return {name: statistics.median(values) for name, values in rates.items()}
+            rates[name].append(clips_per_second(dataset, batch_size, seconds, warmup))
+    return ({name: statistics.median(values) for name, values in rates.items()},
+            {f"{name}_timings": [round(v, 1) for v in values] for name, values in rates.items()})
 
 
 # -- 2. The tutorial's generator, written again here for the comparison. -------------
@@ -167,10 +170,15 @@ def main(argv=None):
     parser.add_argument("--batch_size", type=int, default=8)
     parser.add_argument("--crop", choices=("random", "resized"), default="random",
                         help="the reader's training crops (default: plain random)")
+    parser.add_argument("--cpu_flip", action="store_true",
+                        help="the reader flips clips too (train.py leaves flips to the "
+                             "model, on the device)")
     parser.add_argument("--samples_per_video", type=int, default=1,
                         help="the reader's training clips per video read (repeated "
                              "augmentation)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one timing")
+    parser.add_argument("--warmup", type=float, default=2.0,
+                        help="seconds pulled before each timing, for tf.data's autotuning")
     parser.add_argument("--rounds", type=int, default=3,
                         help="timings of each pipeline, taking turns; medians are reported")
     args = parser.parse_args(argv)
@@ -179,35 +187,40 @@ def main(argv=None):
     shards = manifest_lib.shard_paths(args.records, manifest, args.split)
     figures = {"config": f"{args.num_frames}x{args.image_size}x{args.image_size} step "
                          f"{args.frame_step}", "crop": args.crop,
-               "samples_per_video": args.samples_per_video, "batch_size": args.batch_size,
+               "cpu_flip": args.cpu_flip, "samples_per_video": args.samples_per_video,
+               "batch_size": args.batch_size,
                "cores": os.cpu_count(), "records": args.records}
 
     dataset = reader.make_dataset(args.records, args.split, num_frames=args.num_frames,
                                   frame_step=args.frame_step, image_size=args.image_size,
                                   batch_size=args.batch_size, training=True, repeat=True,
                                   crop_scale=None if args.crop == "random" else (0.4, 1.0),
-                                  samples_per_video=args.samples_per_video)
+                                  flip=args.cpu_flip, samples_per_video=args.samples_per_video)
     limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
                                 args.batch_size)
-    pipelines = {"reader": dataset, "decode_limit": limit}
+    medians, timings = alternating_medians({"reader": dataset, "decode_limit": limit},
+                                           args.batch_size, args.seconds, args.rounds,
+                                           args.warmup)
+    figures.update(medians)
+    print(f"reader:    {figures['reader']:8.1f} clips/s (median of {args.rounds} timings)")
+    print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
+    # Last: OpenCV's and the generator's threads slow whatever runs after them.
     if os.path.isdir(manifest["source"]):
         paths, labels = source_paths(manifest, args.split, args.records)
-        pipelines["generator"] = tutorial_dataset(paths, labels, args)
-    figures.update(alternating_medians(pipelines, args.batch_size, args.seconds,
-                                       args.rounds))
-    print(f"reader:    {figures['reader']:8.1f} clips/s (median of {args.rounds} timings)")
-    if "generator" in figures:
+        figures["generator"] = clips_per_second(tutorial_dataset(paths, labels, args),
+                                                args.batch_size, 2 * args.seconds,
+                                                args.warmup)
         print(f"generator: {figures['generator']:8.1f} clips/s (the tutorial's way)")
     else:
         figures["generator"] = None
         print("generator: skipped, the records' source is not a local folder")
-    print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
 
     if figures["generator"]:
         figures["reader_over_generator"] = figures["reader"] / figures["generator"]
         print(f"reader / generator = {figures['reader_over_generator']:.1f}x")
     figures["reader_over_limit"] = figures["reader"] / figures["decode_limit"]
     print(f"reader / limit     = {figures['reader_over_limit']:.1%}")
+    figures.update(timings)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
                       for k, v in figures.items()}))
 

@@ -26,9 +26,9 @@ def _clips(batch, frames, size, seed=0):
                                                 dtype=np.uint8)
 
 
-def _small(name, num_classes=5, num_frames=8, image_size=32):
+def _small(name, num_classes=5, num_frames=8, image_size=32, flip=False):
     options = {} if name == "tutorial" else {"width_multiplier": 0.25}
-    return build_model(name, num_classes, num_frames, image_size, **options)
+    return build_model(name, num_classes, num_frames, image_size, flip=flip, **options)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
@@ -96,6 +96,7 @@ LAYERS = [
     (video_layers.Project, dict(units=6)),
     (video_layers.ResizeVideo, dict(height=8, width=12)),
     (video_layers.ResidualBlock2Plus1D, dict(filters=16, strides=2)),
+    (video_layers.RandomFlipClips, dict(seed=3)),
 ]
 
 
@@ -116,9 +117,28 @@ def test_layer_config_round_trip(cls, kwargs):
     assert tuple(layer.compute_output_shape(inputs.shape)) == tuple(outputs.shape)
 
 
+def test_random_flip_mirrors_whole_clips_in_training_only():
+    clips = _clips(64, 3, 8)
+    layer = video_layers.RandomFlipClips(seed=1)
+    np.testing.assert_array_equal(np.asarray(layer(clips, training=False)), clips)
+    out = np.asarray(layer(clips, training=True))
+    assert out.dtype == np.uint8
+    mirrored = [np.array_equal(o, c[:, :, ::-1]) for o, c in zip(out, clips)]
+    kept = [np.array_equal(o, c) for o, c in zip(out, clips)]
+    assert all(m != k for m, k in zip(mirrored, kept))  # every frame of a clip alike
+    assert 16 < sum(mirrored) < 48
+    model = _small("r2plus1d_10", flip=True)
+    assert model.layers[1].name == "random_flip"
+    # Inactive at inference: two predictions of 16 clips agree (random flips
+    # would differ somewhere with probability 1 - 2**-16).
+    probe = _clips(16, 8, 32)
+    np.testing.assert_array_equal(model.predict(probe, verbose=0),
+                                  model.predict(probe, verbose=0))
+
+
 @pytest.mark.parametrize("name", ["tutorial", "r2plus1d_10"])
 def test_keras_file_reloads_in_a_fresh_process(name, tmp_path):
-    model = _small(name)
+    model = _small(name, flip=True)
     clips = _clips(2, 8, 32)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))

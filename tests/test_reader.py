@@ -5,7 +5,10 @@ index, so a decoded clip tells which source frames it holds.
 """
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ import tensorflow as tf
 from preprocess import manifest as manifest_lib
 from preprocess import pipeline, reader, schema
 from preprocess.synthetic import write_video
+
+from conftest import REPO
 
 LEVEL0, LEVEL_STEP = 10, 5  # frame i is painted 10 + 5 * i
 LENGTHS = {"v_Count_g01_c01": 40, "v_Count_g02_c01": 33, "v_Short_g01_c01": 5}
@@ -260,3 +265,21 @@ def test_corrupt_shards_are_named_or_skipped(records, tmp_path):
     assert list(reader.find_corrupt_shards([str(s) for s in shards])) == [str(truncated)]
     survivors = list(reader.make_dataset(copy, "all", skip_corrupt=True, **kwargs))
     assert 0 < len(survivors) < 3
+
+
+def test_input_benchmark_reports_all_three_figures(records):
+    # Figures are printed for people to read, not asserted: this only checks
+    # that the script runs end to end on these records and reports each one.
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "benchmark_input.py"), "--records",
+         str(records), "--split", "all", "--num_frames", "4", "--frame_step", "2",
+         "--image_size", "32", "--batch_size", "2", "--samples_per_video", "2",
+         "--seconds", "0.5", "--warmup", "0.2", "--rounds", "2"],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["reader"] > 0 and figures["decode_limit"] > 0 and figures["generator"] > 0
+    assert len(figures["reader_timings"]) == len(figures["decode_limit_timings"]) == 2
+    assert figures["reader_over_limit"] == pytest.approx(
+        figures["reader"] / figures["decode_limit"], rel=1e-2)
