@@ -261,7 +261,8 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
         step_jitter: training step varies by up to this much. Defaults to 0.
         crop_scale: area range of random resized training crops, or None for
             plain random crops of `image_size`. Defaults to (0.4, 1.0).
-        flip: random horizontal flips in training. Defaults to True.
+        flip: random horizontal flips in training, on the CPU. Defaults to True.
+            (train.py passes False: its model flips on the device instead.)
         samples_per_video: training clips cut from each video read (repeated
             augmentation; see `ClipSpec`). Defaults to 1.
         shuffle_buffer: records (whole videos) held for shuffling. Defaults to 256.
