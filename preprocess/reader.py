@@ -176,9 +176,9 @@ class ClipSpec:
         flip: random horizontal flips in training. Defaults to True.
         samples_per_video: training clips cut from each video read, each with
             its own start, crop and flip: repeated augmentation (Hoffer et al.
-            2020; PySlowFast's `AUG.NUM_SAMPLE`). Reading and parsing a video
-            costs as much as decoding a clip, so 2 nearly halves that share.
-            Defaults to 1.
+            2020; PySlowFast's `AUG.NUM_SAMPLE`). Reading and parsing a whole
+            video costs about half as much as decoding a 10-frame clip of it;
+            2 samples halve that share. Defaults to 1.
     """
 
     def __init__(self, num_frames, frame_step, image_size, training, num_clips=1,

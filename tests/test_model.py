@@ -180,7 +180,7 @@ def test_auto_precision_is_float32_on_cpu():
 def _fit_reduces_loss(name, precision):
     set_precision(precision)
     keras.utils.set_random_seed(0)
-    model = _small(name, num_classes=4)
+    model = _small(name, num_classes=4, flip=True)  # flips run inside the train step
     model.compile(optimizer=keras.optimizers.Adam(1e-3 if name != "tutorial" else 1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     clips, labels = _clips(4, 8, 32, seed=1), np.array([0, 1, 2, 3])
