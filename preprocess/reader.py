@@ -310,16 +310,18 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
+    single = spec.clips_per_video == 1
+
+    def cut(serialized):
+        parts = spec(serialized)
+        parts = parts if with_video_id else parts[:2]
+        # One clip per video needs no unbatch, which would copy every clip once more.
+        return tuple(part[0] for part in parts) if single else parts
+
     # The decode is the costly step: run it on all cores.
-    dataset = dataset.map(spec, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if spec.clips_per_video == 1:
-        # Cheaper than unbatch, which copies every clip once more.
-        dataset = dataset.map(lambda clips, labels, video_ids: (clips[0], labels[0],
-                                                                video_ids[0]))
-    else:
+    dataset = dataset.map(cut, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if not single:
         dataset = dataset.unbatch()  # one element per clip
-    if not with_video_id:
-        dataset = dataset.map(lambda clip, label, video_id: (clip, label))
     dataset = dataset.batch(batch_size, drop_remainder=training and repeat,
                             num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     # Prefetch lets the next batch decode while the model runs on this one.
