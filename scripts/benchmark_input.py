@@ -116,22 +116,22 @@ def tutorial_dataset(paths, labels, args):
 
 # -- 3. The decode-only limit. ------------------------------------------------------
 
-def clip_jpegs(shards, num_frames, frame_step, clips=512, seed=0):
+def clip_jpegs(shards, num_videos, num_frames, frame_step, clips=512, seed=0):
     """JPEG bytes `[clips, num_frames]` of clips drawn as the reader draws them.
 
-    Random starts over every video of the shards (each video in turn), so the
-    limit decodes frames of the same kind as the reader; held in memory.
+    Random starts over the first `clips` videos (all of them, if fewer), an
+    equal number of clips each, so the limit decodes frames of the same kind as
+    the reader. Only the chosen frames are kept in memory.
     """
     rng = np.random.default_rng(seed)
-    videos = [schema.parse_video_example(serialized)[schema.IMAGE_ENCODED].numpy()
-              for serialized in tf.data.TFRecordDataset(shards)]
+    per_video = -(-clips // min(num_videos, clips))  # ceil
+    span = (num_frames - 1) * frame_step + 1
     chosen = []
-    for i in range(clips):
-        frames = videos[i % len(videos)]
-        span = (num_frames - 1) * frame_step + 1
-        start = rng.integers(0, max(len(frames) - span, 0) + 1)
-        chosen.append(frames[(start + np.arange(num_frames) * frame_step) % len(frames)])
-    return np.stack(chosen)
+    for serialized in tf.data.TFRecordDataset(shards).take(clips):
+        frames = schema.parse_video_example(serialized)[schema.IMAGE_ENCODED].numpy()
+        for start in rng.integers(0, max(len(frames) - span, 0) + 1, per_video):
+            chosen.append(frames[(start + np.arange(num_frames) * frame_step) % len(frames)])
+    return np.stack(chosen[:clips])
 
 
 def decode_only_dataset(jpegs, batch_size):
@@ -196,8 +196,9 @@ def main(argv=None):
                                   batch_size=args.batch_size, training=True, repeat=True,
                                   crop_scale=None if args.crop == "random" else (0.4, 1.0),
                                   flip=args.cpu_flip, samples_per_video=args.samples_per_video)
-    limit = decode_only_dataset(clip_jpegs(shards, args.num_frames, args.frame_step),
-                                args.batch_size)
+    num_videos = manifest["splits"][args.split]["num_videos"]
+    limit = decode_only_dataset(
+        clip_jpegs(shards, num_videos, args.num_frames, args.frame_step), args.batch_size)
     medians, timings = alternating_medians({"reader": dataset, "decode_limit": limit},
                                            args.batch_size, args.seconds, args.rounds,
                                            args.warmup)
