@@ -97,7 +97,8 @@ def build_parser():
              "crops of --image_size (no rescaling, the fastest)")
     add("--crop_scale", type=float, help="smallest area fraction of resized crops")
     add("--flip", action=argparse.BooleanOptionalAction,
-        help="random horizontal flips in training (--no-flip where direction matters)")
+        help="random horizontal flips in training, done by the model on the device "
+             "(--no-flip where direction matters)")
     add("--samples_per_video", type=int,
         help="training clips cut from each video read, each with its own start, crop "
              "and flip (repeated augmentation); an epoch sees this many clips per video")
