@@ -166,7 +166,8 @@ class RandomFlipClips(keras.layers.Layer):
     Every frame of a clip flips together. Inactive at inference.
 
     Args:
-        seed: seed of the flips; None draws from Keras's global seed.
+        seed: seed of the flips, or None to draw from Keras's global seed.
+            Defaults to None.
     """
 
     def __init__(self, seed=None, **kwargs):
