@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -140,6 +141,16 @@ def test_killed_run_resumes_from_its_last_epoch(records, tmp_path):
     # Another configuration may not resume into the same folder.
     changed = _cli(*command, "--learning_rate", "1e-4", timeout=300)
     assert_one_line_error(changed, "another configuration", "learning_rate")
+
+
+def test_samples_per_video_and_device_flips_train(records, tmp_path, capsys):
+    # 56 training videos (28 a class), 2 clips cut from each read, batch 8: 14
+    # steps an epoch, where one clip a video would make 7.
+    assert _train(records, tmp_path / "run", "--epochs", "1", "--samples_per_video", "2",
+                  "--flip") == 0
+    assert "14 steps per epoch" in capsys.readouterr().out
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert "random_flip" in [layer.name for layer in model.layers]  # --flip is the model's
 
 
 def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
