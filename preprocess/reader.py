@@ -264,7 +264,8 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
         flip: random horizontal flips in training, on the CPU. Defaults to True.
             (train.py passes False: its model flips on the device instead.)
         samples_per_video: training clips cut from each video read (repeated
-            augmentation; see `ClipSpec`). Defaults to 1.
+            augmentation; see `ClipSpec`). They come out next to each other,
+            so mostly in one batch, as repeated augmentation intends. Defaults to 1.
         shuffle_buffer: records (whole videos) held for shuffling. Defaults to 256.
         with_video_id: also yield each clip's video id, for per-video averaging.
             Defaults to False.
