@@ -40,7 +40,7 @@ def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, see
     if step_jitter:
         step = tf.maximum(1, step + tf.random.uniform(
             [], -step_jitter, step_jitter + 1, tf.int32, seed=seed))
-    span = (num_frames - 1) * step + 1
+    span = clip_span(num_frames, step)
     # A long video starts anywhere the whole clip fits; a short one anywhere.
     limit = tf.where(video_frames >= span, video_frames - span + 1, video_frames)
     start = tf.random.uniform([], 0, limit, tf.int32, seed=seed)

@@ -125,7 +125,7 @@ def clip_jpegs(shards, num_videos, num_frames, frame_step, clips=512, seed=0):
     """
     rng = np.random.default_rng(seed)
     per_video = -(-clips // min(num_videos, clips))  # ceil
-    span = (num_frames - 1) * frame_step + 1
+    span = reader.clip_span(num_frames, frame_step)
     chosen = []
     for serialized in tf.data.TFRecordDataset(shards).take(clips):
         frames = schema.parse_video_example(serialized)[schema.IMAGE_ENCODED].numpy()
