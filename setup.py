@@ -4,7 +4,15 @@ Dataflow workers install this file, so it must ship every package the Beam
 job's DoFns import (`preprocess`, and `model` for completeness).
 """
 
+import pathlib
+import re
+
 import setuptools
+
+# The version lives in preprocess/__init__.py; read, not imported, so setup needs no dependency.
+VERSION = re.search(r'^__version__ = "(.+)"$',
+                    (pathlib.Path(__file__).parent / "preprocess" / "__init__.py").read_text(),
+                    re.M)[1]
 
 REQUIRED = [
     "tensorflow>=2.16",
@@ -22,7 +30,7 @@ REQUIRED = [
 
 setuptools.setup(
     name="twoplusone",
-    version="0.1.0",
+    version=VERSION,
     description="Decode a video set once into TFRecords, then train (2+1)D ResNets fast.",
     packages=setuptools.find_packages(include=["preprocess", "preprocess.*",
                                                "model", "model.*"]),

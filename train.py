@@ -9,14 +9,17 @@ last completed epoch. Everything it writes lands in --output_dir.
 """
 
 import argparse
-import hashlib
+import dataclasses
 import json
 import os
-import platform
-import shutil
 import sys
 import time
 import warnings
+
+# Light imports only: TensorFlow loads after the command line is checked and
+# the environment it reads at import is set (see main).
+from model import MODEL_NAMES, PRECISIONS, STRATEGIES
+from preprocess.errors import UserError
 
 # -----------------------------------------------------------------------------
 # Config: every default in one place. A preset fills in what the command line
@@ -68,11 +71,7 @@ BASE = dict(
     test_split="test",        # falls back to val when the records have no test
     skip_corrupt=False,
 )
-# Options that do not change what a run computes; a resume may differ in them.
-NOT_IDENTITY = ("output_dir", "overwrite", "strategy")
-
-
-class TrainError(ValueError):
+class TrainError(UserError):
     """A request the trainer cannot carry out; the message says what to fix."""
 
 
@@ -84,12 +83,12 @@ def build_parser():
     add("--records", required=True, help="folder written by python -m preprocess")
     add("--output_dir", required=True, help="run folder: checkpoints, logs, reports, exports")
     add("--overwrite", action="store_true", help="start over in a run folder of another config")
-    add("--preset", choices=sorted(PRESETS), help="defaults to start from (tutorial)")
-    add("--model", help="tutorial, r2plus1d_10, r2plus1d_18 or r2plus1d_34")
+    add("--preset", choices=sorted(PRESETS), help="defaults to start from")
+    add("--model", choices=MODEL_NAMES, help="which network")
     add("--width_multiplier", type=float, help="scales R(2+1)D channel counts")
     add("--dropout", type=float, help="dropout before the logits (R(2+1)D)")
     add("--num_frames", type=int, help="frames per clip")
-    add("--frame_step", type=int, help="source frames between clip frames")
+    add("--frame_step", type=int, help="stored frames between clip frames")
     add("--step_jitter", type=int, help="training frame step varies by up to this")
     add("--image_size", type=int, help="clip frame side")
     add("--crop", choices=("resized", "random"),
@@ -103,27 +102,37 @@ def build_parser():
         help="training clips cut from each video read, each with its own start, crop "
              "and flip (repeated augmentation); an epoch sees this many clips per video")
     add("--batch_size", type=int, help="clips per replica and step")
-    add("--epochs", type=int)
+    add("--epochs", type=int, help="passes over the training split")
     add("--steps_per_epoch", type=int, help="0: one pass over the training videos")
-    add("--optimizer", choices=("adam", "sgd"))
+    add("--optimizer", choices=("adam", "sgd"), help="Adam (AdamW with --weight_decay) "
+        "or SGD with Nesterov momentum 0.9")
     add("--learning_rate", type=float, help="peak rate (per global batch)")
-    add("--schedule", choices=("constant", "cosine"))
-    add("--warmup_epochs", type=float)
-    add("--weight_decay", type=float)
-    add("--label_smoothing", type=float)
-    add("--precision", choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
+    add("--schedule", choices=("constant", "cosine"), help="learning-rate schedule")
+    add("--warmup_epochs", type=float, help="linear warm-up before the cosine decay")
+    add("--weight_decay", type=float, help="decoupled weight decay")
+    add("--label_smoothing", type=float, help="label smoothing of the cross-entropy")
+    add("--precision", choices=PRECISIONS,
+        help="dtype policy; auto is mixed_float16 on tensor-core GPUs, float32 elsewhere")
     add("--jit_compile", action="store_true", default=None, help="compile with XLA")
-    add("--strategy", choices=("auto", "one_device", "mirrored", "multi_worker", "tpu"))
-    add("--seed", type=int)
+    add("--strategy", choices=STRATEGIES, help="tf.distribute strategy; auto "
+        "mirrors over all local GPUs when there are several")
+    add("--seed", type=int, help="seed of weights, shuffling and augmentation")
     add("--deterministic", action="store_true", default=None,
         help="make a rerun bit-exact (deterministic ops and input order; slower)")
     add("--eval_clips", type=int, help="clips per test video, averaged")
     add("--eval_crops", type=int, choices=(1, 3), help="crops per evaluation clip")
-    add("--train_split")
-    add("--val_split")
-    add("--test_split")
+    add("--train_split", help="split to train on")
+    add("--val_split", help="split to validate on each epoch (test when missing)")
+    add("--test_split", help="split of the final evaluation (val when missing)")
     add("--skip_corrupt", action="store_true", default=None,
         help="skip unreadable records instead of failing")
+    # Every flag's help says its default, taken from the one place defaults live.
+    tutorial = {**BASE, **PRESETS[BASE["preset"]]}
+    for action in parser._actions:
+        if action.dest in tutorial:
+            varies = any(action.dest in preset for preset in PRESETS.values())
+            note = "; presets set their own" if varies and action.dest != "preset" else ""
+            action.help = f"{action.help} (default: {tutorial[action.dest]}{note})"
     return parser
 
 
@@ -133,21 +142,47 @@ def resolve_config(argv):
     preset = given.get("preset", BASE["preset"])
     config = {**BASE, **PRESETS[preset], **given}
     config["overwrite"] = bool(config.get("overwrite"))
-    if config["num_frames"] < 1 or config["frame_step"] < 1 or config["batch_size"] < 1:
-        raise TrainError("--num_frames, --frame_step and --batch_size must be positive")
-    if config["epochs"] < 1:
-        raise TrainError("--epochs must be at least 1")
-    if not 0 < config["crop_scale"] <= 1:
-        raise TrainError("--crop_scale must be in (0, 1]")
-    if config["samples_per_video"] < 1:
-        raise TrainError("--samples_per_video must be at least 1")
+    check_config(config)
     return config
+
+
+def check_config(config):
+    """Every value and combination, before any work: one `TrainError` naming the fix."""
+    rules = [
+        (config["num_frames"] >= 1 and config["frame_step"] >= 1
+         and config["batch_size"] >= 1 and config["image_size"] >= 1,
+         "--num_frames, --frame_step, --batch_size and --image_size must be positive"),
+        (config["epochs"] >= 1, "--epochs must be at least 1"),
+        (config["steps_per_epoch"] >= 0, "--steps_per_epoch must be 0 (one pass) or more"),
+        (config["learning_rate"] > 0, "--learning_rate must be positive"),
+        (config["warmup_epochs"] >= 0, "--warmup_epochs must not be negative"),
+        (config["warmup_epochs"] < config["epochs"] or config["schedule"] == "constant",
+         f"--warmup_epochs ({config['warmup_epochs']}) must be fewer than --epochs "
+         f"({config['epochs']})"),
+        (config["weight_decay"] >= 0, "--weight_decay must not be negative"),
+        (0 <= config["label_smoothing"] < 1, "--label_smoothing must be in [0, 1)"),
+        (0 <= config["dropout"] < 1, "--dropout must be in [0, 1)"),
+        (config["width_multiplier"] > 0, "--width_multiplier must be positive"),
+        (0 < config["crop_scale"] <= 1, "--crop_scale must be in (0, 1]"),
+        (config["step_jitter"] >= 0, "--step_jitter must not be negative"),
+        (config["samples_per_video"] >= 1, "--samples_per_video must be at least 1"),
+        (config["eval_clips"] >= 1, "--eval_clips must be at least 1"),
+        (config["model"] != "tutorial" or (config["width_multiplier"] == 1.0
+                                           and config["dropout"] == 0.0),
+         "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
+         "and --dropout or choose an r2plus1d --model"),
+        (config["model"] != "tutorial" or config["image_size"] >= 16,
+         "the tutorial model halves frames four times: give --image_size 16 or more"),
+    ]
+    for ok, message in rules:
+        if not ok:
+            raise TrainError(message)
 
 
 def main(argv=None):
     try:
         config = resolve_config(sys.argv[1:] if argv is None else argv)
-    except TrainError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # Must precede TensorFlow's import: quiet C++ logs; and oneDNN's bf16 Conv3D
@@ -158,22 +193,19 @@ def main(argv=None):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
         run(config)
-    except TrainError as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # our own one-line errors from the packages
+    except Exception as error:
         import tensorflow as tf
 
-        from model.training import NaNLossError, UnsupportedStrategyError
-        from preprocess.manifest import ManifestError
-        if isinstance(error, (ManifestError, UnsupportedStrategyError)):
-            print(f"error: {error}", file=sys.stderr)
-            return 2
+        from model.run_dir import RunDir
+        from model.training import NaNLossError
         if isinstance(error, tf.errors.DataLossError):
             print(f"error: {describe_data_loss(config['records'])}", file=sys.stderr)
             return 2
         if isinstance(error, NaNLossError):
-            last = os.path.join(config["output_dir"], "checkpoints", "last.keras")
+            last = RunDir(config["output_dir"]).last_checkpoint
             kept = (f"the last good checkpoint is {last}" if os.path.exists(last)
                     else "no epoch had completed, so there is no checkpoint")
             print(f"error: {error}; lower --learning_rate (now {config['learning_rate']}) "
@@ -201,57 +233,23 @@ def _has_accelerator_hint():
         os.path.exists("/dev/nvidia0")
 
 
-def fingerprint(records_dir):
-    import tensorflow as tf
-    with tf.io.gfile.GFile(os.path.join(records_dir, "manifest.json"), "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()[:16]
+# -----------------------------------------------------------------------------
+# The steps of a run, in the order run() takes them.
+# -----------------------------------------------------------------------------
 
+def check_records(config):
+    """Reads the manifest and checks the request against it; returns it and the splits.
 
-def prepare_run_dir(config, identity):
-    """Refuses to resume a run of another config; `--overwrite` starts it afresh."""
-    run_dir = config["output_dir"]
-    config_path = os.path.join(run_dir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as handle:
-            previous = json.load(handle).get("identity")
-        if previous != identity:
-            if not config["overwrite"]:
-                changed = sorted(k for k in set(previous or {}) | set(identity)
-                                 if (previous or {}).get(k) != identity.get(k))
-                raise TrainError(f"{run_dir} holds a run of another configuration "
-                                 f"({', '.join(changed)} differ); pass --overwrite to "
-                                 "start over or choose another --output_dir")
-            shutil.rmtree(run_dir)
-    elif config["overwrite"] and os.path.isdir(run_dir):
-        shutil.rmtree(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-
-
-def run(config):
-    # Keras warns whenever a finite dataset ends, which validation sets do by design.
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
-    import keras
-    import tensorflow as tf
-
-    import model as models
-    from model import evaluation, export, training
-    from model.precision import set_precision
+    Returns:
+        `(manifest, val_split or None, test_split)`.
+    """
     from preprocess import manifest as manifest_lib
-    from preprocess import reader
-
-    run_dir, records = config["output_dir"], config["records"]
-    # The strategy first: an unsupported one fails before any work.
-    strategy = training.make_strategy(config["strategy"])
-
-    # -------------------------------------------------------------------------
-    # Records: check the request against the manifest before any work.
-    # -------------------------------------------------------------------------
+    records = config["records"]
     manifest = manifest_lib.read_manifest(records)
     splits = manifest["splits"]
-    class_names = manifest["classes"]
+    manifest_lib.shard_paths(records, manifest, config["train_split"])
     val_split = _pick_split(splits, config["val_split"], config["test_split"])
     test_split = _pick_split(splits, config["test_split"], config["val_split"])
-    manifest_lib.shard_paths(records, manifest, config["train_split"])
     if test_split is None:
         raise TrainError(f"{records} has no {config['test_split']} or {config['val_split']} "
                          "split with videos to evaluate on; preprocess with one (e.g. "
@@ -262,133 +260,7 @@ def run(config):
         raise TrainError(f"--image_size {config['image_size']} is larger than the "
                          f"{smallest_side}-pixel frames in {records}; lower it, or "
                          "preprocess with a larger --image_size")
-
-    identity = {k: v for k, v in config.items() if k not in NOT_IDENTITY}
-    identity["records_fingerprint"] = fingerprint(records)
-    prepare_run_dir(config, identity)
-
-    # -------------------------------------------------------------------------
-    # Precision, seeds, batch.
-    # -------------------------------------------------------------------------
-    policy = set_precision(config["precision"])
-    keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config["batch_size"] * replicas
-    with open(os.path.join(run_dir, "config.json"), "w") as handle:
-        json.dump({"identity": identity, "config": config, "policy": policy,
-                   "replicas": replicas, "global_batch": global_batch,
-                   "classes": class_names, "manifest": manifest_summary(manifest),
-                   "versions": {"twoplusone": "0.1.0", "tensorflow": tf.__version__,
-                                "keras": keras.__version__,
-                                "python": platform.python_version()}},
-                  handle, indent=2)
-    done = training.resume_epoch(run_dir)
-    if done:
-        print(f"train: resuming {run_dir} from epoch {done} of {config['epochs']}",
-              flush=True)
-
-    # -------------------------------------------------------------------------
-    # Data: clips are cut from the records at read time.
-    # -------------------------------------------------------------------------
-    clip = dict(num_frames=config["num_frames"], frame_step=config["frame_step"],
-                image_size=config["image_size"], skip_corrupt=config["skip_corrupt"])
-    num_classes = len(class_names)
-
-    def one_hot(clips, labels):
-        return clips, tf.one_hot(labels, num_classes)
-
-    train_ds = reader.make_dataset(
-        records, config["train_split"], batch_size=global_batch, training=True,
-        repeat=True, step_jitter=config["step_jitter"],
-        flip=False,  # the model flips, on the device: see model.layers.RandomFlipClips
-        samples_per_video=config["samples_per_video"],
-        crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
-        seed=config["seed"], deterministic=config["deterministic"] or None, **clip,
-    ).map(one_hot)
-    val_ds = None
-    if val_split:
-        val_ds = reader.make_dataset(records, val_split, batch_size=global_batch,
-                                     training=False, **clip).map(one_hot)
-    steps = config["steps_per_epoch"] or training.steps_for(
-        splits[config["train_split"]]["num_videos"] * config["samples_per_video"],
-        global_batch)
-
-    # -------------------------------------------------------------------------
-    # Model and compile, under the strategy's scope.
-    # -------------------------------------------------------------------------
-    options_for_model = {} if config["model"] == "tutorial" else dict(
-        width_multiplier=config["width_multiplier"], dropout=config["dropout"])
-    with strategy.scope():
-        network = models.build_model(config["model"], num_classes, config["num_frames"],
-                                     config["image_size"], flip=config["flip"],
-                                     **options_for_model)
-        rate = training.learning_rate(config["learning_rate"], config["schedule"],
-                                      config["epochs"], steps, config["warmup_epochs"])
-        network.compile(
-            optimizer=training.make_optimizer(config["optimizer"], rate,
-                                              config["weight_decay"]),
-            loss=keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=config["label_smoothing"]),
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                     keras.metrics.TopKCategoricalAccuracy(
-                         k=min(5, num_classes), name="top5_accuracy")],
-            jit_compile=config["jit_compile"])
-    print(f"train: {config['model']} ({network.count_params():,} parameters), "
-          f"{policy}, {replicas} replica(s), global batch {global_batch}, "
-          f"{steps} steps per epoch", flush=True)
-
-    # -------------------------------------------------------------------------
-    # Fit. BackupAndRestore makes the identical command resume.
-    # -------------------------------------------------------------------------
-    started = time.time()
-    history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
-                          validation_data=val_ds, shuffle=False,  # the reader shuffles
-                          callbacks=training.make_callbacks(run_dir),
-                          verbose=1 if sys.stdout.isatty() else 2)
-    trained_epochs = len(history.epoch)
-    seconds = time.time() - started
-
-    # -------------------------------------------------------------------------
-    # Evaluate: several clips per test video, averaged, in inference mode.
-    # -------------------------------------------------------------------------
-    eval_ds = reader.make_dataset(records, test_split, batch_size=global_batch,
-                                  training=False, num_clips=config["eval_clips"],
-                                  num_crops=config["eval_crops"], with_video_id=True,
-                                  **clip)
-    clip_probs, clip_labels, video_ids = evaluation.predict_videos(network, eval_ds)
-    report, confusion = evaluation.classification_report(clip_probs, clip_labels,
-                                                         video_ids, class_names)
-    metrics = {test_split: report,
-               "training": {"epochs_this_run": trained_epochs,
-                            "seconds_this_run": round(seconds, 1),
-                            "seconds_per_epoch": round(seconds / trained_epochs, 1)
-                            if trained_epochs else None}}
-    metrics_path = os.path.join(run_dir, "metrics.json")
-    with open(metrics_path, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    history_csv = os.path.join(run_dir, "history.csv")
-    evaluation.plot_learning_curves(history_csv, os.path.join(run_dir, "learning_curves.png"))
-    evaluation.plot_confusion_matrix(confusion, class_names,
-                                     os.path.join(run_dir, "confusion_matrix.png"),
-                                     title=f"{test_split}: video accuracy "
-                                           f"{report['accuracy']:.1%}")
-
-    # -------------------------------------------------------------------------
-    # Export: .keras, SavedModel with a uint8 serving signature, class names.
-    # -------------------------------------------------------------------------
-    paths = export.export_model(network, run_dir, class_names, config["num_frames"],
-                                config["image_size"])
-    print(f"train: {test_split} video accuracy {report['accuracy']:.3f} "
-          f"(clip {report['clip_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f}, "
-          f"mean class {report['mean_class_accuracy']:.3f}) over {report['num_videos']} "
-          f"videos", flush=True)
-    print(f"train: metrics {metrics_path}", flush=True)
-    print(f"train: plots {os.path.join(run_dir, 'learning_curves.png')}, "
-          f"{os.path.join(run_dir, 'confusion_matrix.png')}", flush=True)
-    print(f"train: model {paths['keras']} and {paths['saved_model']}", flush=True)
-    return metrics
+    return manifest, val_split, test_split
 
 
 def _pick_split(splits, wanted, fallback):
@@ -398,10 +270,163 @@ def _pick_split(splits, wanted, fallback):
     return None
 
 
-def manifest_summary(manifest):
-    # What inference needs to turn a new video into frames the same way.
-    return {k: manifest[k] for k in ("source", "split_spec", "geometry", "fps", "max_frames",
-                                     "encoding", "created", "schema_version")}
+def clip_specs(config):
+    """The clips of training, of validation, and of the final multi-clip evaluation."""
+    from preprocess import reader
+    evaluation = reader.ClipSpec(config["num_frames"], config["frame_step"],
+                                 config["image_size"])
+    train = dataclasses.replace(
+        evaluation, training=True, step_jitter=config["step_jitter"],
+        crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
+        samples_per_video=config["samples_per_video"])  # flips are the model's
+    test = dataclasses.replace(evaluation, num_clips=config["eval_clips"],
+                               num_crops=config["eval_crops"])
+    return train, evaluation, test
+
+
+def build_and_compile(config, num_classes, steps):
+    """The network, its optimizer, loss and metrics; call under the strategy's scope."""
+    import keras
+
+    import model as models
+    from model import training
+    options = {} if config["model"] == "tutorial" else dict(
+        width_multiplier=config["width_multiplier"], dropout=config["dropout"])
+    network = models.build_model(config["model"], num_classes, config["num_frames"],
+                                 config["image_size"], flip=config["flip"], **options)
+    rate = training.learning_rate(config["learning_rate"], config["schedule"],
+                                  config["epochs"], steps, config["warmup_epochs"])
+    network.compile(
+        optimizer=training.make_optimizer(config["optimizer"], rate, config["weight_decay"]),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=config["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes),
+                                                       name="top5_accuracy")],
+        jit_compile=config["jit_compile"])
+    return network
+
+
+def evaluate(network, config, spec, test_split, class_names, global_batch):
+    """Multi-clip video evaluation of the test split; returns the report and confusion."""
+    from model import evaluation
+    from preprocess import reader
+    eval_ds = reader.make_dataset(config["records"], test_split, spec,
+                                  batch_size=global_batch, with_video_id=True,
+                                  skip_corrupt=config["skip_corrupt"])
+    clip_probs, clip_labels, video_ids = evaluation.predict_videos(network, eval_ds)
+    return evaluation.classification_report(clip_probs, clip_labels, video_ids, class_names)
+
+
+def write_reports(run, test_split, report, confusion, class_names, training_facts):
+    """`metrics.json`, the learning curves and the confusion matrix."""
+    from model import evaluation
+    metrics = {test_split: report, "training": training_facts}
+    with open(run.metrics, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    evaluation.plot_learning_curves(run.history, run.learning_curves)
+    evaluation.plot_confusion_matrix(confusion, class_names, run.confusion_matrix,
+                                     title=f"{test_split}: video accuracy "
+                                           f"{report['accuracy']:.1%}")
+    return metrics
+
+
+def run(config):
+    # Keras warns whenever a finite dataset ends, which validation sets do by design.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    import keras
+    import tensorflow as tf
+
+    from model import export, run_dir, training
+    from model.precision import set_precision
+    from model.run_dir import RunDir
+    from preprocess import reader
+
+    # -------------------------------------------------------------------------
+    # Check everything before any work: strategy, records, run folder.
+    # -------------------------------------------------------------------------
+    strategy = training.make_strategy(config["strategy"])
+    manifest, val_split, test_split = check_records(config)
+    class_names = manifest["classes"]
+    run = RunDir(config["output_dir"])
+    identity = run_dir.identity(config, config["records"])
+    run.prepare(identity, config["overwrite"])
+
+    # -------------------------------------------------------------------------
+    # Precision, seeds, batch; the resolved config next to the checkpoints.
+    # -------------------------------------------------------------------------
+    policy = set_precision(config["precision"])
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    replicas = strategy.num_replicas_in_sync
+    global_batch = config["batch_size"] * replicas
+    run.write_config(config, identity, policy=policy, replicas=replicas,
+                     global_batch=global_batch, classes=class_names,
+                     manifest=run_dir.manifest_summary(manifest))
+    done = run.resume_epoch()
+    if done:
+        print(f"train: resuming {run.path} from epoch {done} of {config['epochs']}",
+              flush=True)
+
+    # -------------------------------------------------------------------------
+    # Data: clips are cut from the records at read time.
+    # -------------------------------------------------------------------------
+    train_spec, val_spec, test_spec = clip_specs(config)
+    num_classes = len(class_names)
+
+    def one_hot(clips, labels):
+        return clips, tf.one_hot(labels, num_classes)
+
+    read = dict(batch_size=global_batch, skip_corrupt=config["skip_corrupt"])
+    train_ds = reader.make_dataset(
+        config["records"], config["train_split"], train_spec, repeat=True,
+        seed=config["seed"], deterministic=config["deterministic"] or None, **read,
+    ).map(one_hot)
+    val_ds = val_split and reader.make_dataset(config["records"], val_split, val_spec,
+                                               **read).map(one_hot)
+    steps = config["steps_per_epoch"] or training.steps_for(
+        manifest["splits"][config["train_split"]]["num_videos"]
+        * config["samples_per_video"], global_batch)
+
+    # -------------------------------------------------------------------------
+    # Model and compile, under the strategy's scope.
+    # -------------------------------------------------------------------------
+    with strategy.scope():
+        network = build_and_compile(config, num_classes, steps)
+    print(f"train: {config['model']} ({network.count_params():,} parameters), "
+          f"{policy}, {replicas} replica(s), global batch {global_batch}, "
+          f"{steps} steps per epoch", flush=True)
+
+    # -------------------------------------------------------------------------
+    # Fit. BackupAndRestore makes the identical command resume.
+    # -------------------------------------------------------------------------
+    started = time.time()
+    history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
+                          validation_data=val_ds or None,
+                          shuffle=False,  # the reader shuffles
+                          callbacks=training.make_callbacks(run),
+                          verbose=1 if sys.stdout.isatty() else 2)
+    epochs, seconds = len(history.epoch), time.time() - started
+
+    # -------------------------------------------------------------------------
+    # Evaluate (several clips per test video, averaged), report, export.
+    # -------------------------------------------------------------------------
+    report, confusion = evaluate(network, config, test_spec, test_split, class_names,
+                                 global_batch)
+    metrics = write_reports(run, test_split, report, confusion, class_names, {
+        "epochs_this_run": epochs, "seconds_this_run": round(seconds, 1),
+        "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None})
+    export.export_model(network, run, class_names, config["num_frames"],
+                        config["image_size"])
+    print(f"train: {test_split} video accuracy {report['accuracy']:.3f} "
+          f"(clip {report['clip_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f}, "
+          f"mean class {report['mean_class_accuracy']:.3f}) over {report['num_videos']} "
+          f"videos", flush=True)
+    print(f"train: metrics {run.metrics}", flush=True)
+    print(f"train: plots {run.learning_curves}, {run.confusion_matrix}", flush=True)
+    print(f"train: model {run.model} and {run.saved_model}", flush=True)
+    return metrics
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ logits layer computes in float32.
 import keras
 import tensorflow as tf
 
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+from model import PRECISIONS
 
 
 def auto_precision():

@@ -5,22 +5,22 @@ runs: `tf.distribute` strategies, Keras schedules and optimizers, and Keras
 callbacks (`BackupAndRestore`, `ModelCheckpoint`, `TensorBoard`, `CSVLogger`).
 """
 
-import json
 import math
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
+from model import STRATEGIES
+from preprocess.errors import UserError
+
 
 
 class NaNLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-class UnsupportedStrategyError(ValueError):
+class UnsupportedStrategyError(UserError):
     """A distribution strategy this Keras cannot train with."""
 
 
@@ -93,33 +93,22 @@ class StopOnNaN(keras.callbacks.Callback):
             raise NaNLossError(f"the loss became {float(loss)} in epoch {self.epoch + 1}")
 
 
-def backup_dir(run_dir):
-    return os.path.join(run_dir, "backup")
+def make_callbacks(run):
+    """Resume backups, last and best checkpoints, TensorBoard and a CSV history.
 
-
-def resume_epoch(run_dir):
-    """The number of epochs a `BackupAndRestore` backup in `run_dir` has completed."""
-    path = os.path.join(backup_dir(run_dir), "training_metadata.json")
-    if not os.path.exists(path):
-        return 0
-    with open(path) as handle:
-        return int(json.load(handle).get("epoch", 0))
-
-
-def make_callbacks(run_dir):
-    """Resume backups, last and best checkpoints, TensorBoard and a CSV history."""
-    checkpoints = os.path.join(run_dir, "checkpoints")
+    Args:
+        run: the `model.run_dir.RunDir` to write into.
+    """
     return [
         StopOnNaN(),
         # Double checkpoints: a kill during a save still leaves one good backup.
-        keras.callbacks.BackupAndRestore(backup_dir(run_dir), double_checkpoint=True,
+        keras.callbacks.BackupAndRestore(run.backup, double_checkpoint=True,
                                          delete_checkpoint=False),
-        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "last.keras")),
-        keras.callbacks.ModelCheckpoint(os.path.join(checkpoints, "best.keras"),
-                                        monitor="val_accuracy", mode="max",
-                                        save_best_only=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.ModelCheckpoint(run.last_checkpoint),
+        keras.callbacks.ModelCheckpoint(run.best_checkpoint, monitor="val_accuracy",
+                                        mode="max", save_best_only=True),
+        keras.callbacks.TensorBoard(run.logs),
+        keras.callbacks.CSVLogger(run.history, append=True),
     ]
 
 

@@ -4,3 +4,7 @@
 `preprocess.reader` turns them into clips for training and evaluation.
 Submodules are imported on use, so reading records does not import Beam.
 """
+
+# The package's version, the one place it is written: setup.py reads it from
+# here, and the manifest and a run's config.json record it.
+__version__ = "0.1.0"

@@ -10,13 +10,14 @@ import json
 import os
 
 from preprocess import schema
+from preprocess.errors import UserError
 
 MANIFEST_NAME = "manifest.json"
 FAILURES_NAME = "failures.jsonl"
 RECORD_SUFFIX = ".tfrecord"
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError):
     """A records folder that cannot be read; the message says what to fix."""
 
 

@@ -26,11 +26,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from preprocess import __version__
 from preprocess import manifest as manifest_lib
 from preprocess import schema, splits, video
-from preprocess.sources import SourceError, list_videos, open_source
+from preprocess.errors import UserError
+from preprocess.sources import list_videos, open_source
 
-PACKAGE_VERSION = "0.1.0"
 _SUMMARY_NAME = "_summary"
 # Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
 _TARGET_SHARD_BYTES = 150e6
@@ -40,7 +41,7 @@ _JPEG_BYTES_PER_PIXEL = 0.3
 _EXPECTED_SECONDS = 7.0
 
 
-class PreprocessError(ValueError):
+class PreprocessError(UserError):
     """A request the job cannot carry out; the message says what to fix."""
 
 
@@ -417,10 +418,7 @@ def run(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, beam_args = build_parser().parse_known_args(argv)
     check_args(args)
-    try:
-        classes, tasks, split_spec, ignored = plan_tasks(args)
-    except (SourceError, splits.SplitError) as error:
-        raise PreprocessError(str(error)) from None
+    classes, tasks, split_spec, ignored = plan_tasks(args)
     selected = collections.Counter(task.split for task in tasks)
     split_shards = {name: args.num_shards or estimate_num_shards(count, args)
                     for name, count in sorted(selected.items())}
@@ -501,7 +499,7 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
               f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
     return {
         "schema_version": schema.SCHEMA_VERSION,
-        "package_version": PACKAGE_VERSION,
+        "package_version": __version__,
         "created": started.isoformat(timespec="seconds"),
         "source": args.source,
         "split_spec": split_spec,
@@ -526,8 +524,7 @@ def main(argv=None):
     """Command-line entry: one-line errors and a non-zero exit, never a traceback."""
     try:
         run(argv)
-    except (PreprocessError, SourceError, splits.SplitError,
-            manifest_lib.ManifestError) as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

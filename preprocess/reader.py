@@ -5,12 +5,14 @@ experiment which frames make a clip and how large they are, so one
 preprocessing run serves many clip configurations. Only the frames a clip
 uses are JPEG-decoded, and during training only the crop window of each.
 
-    dataset = make_dataset("records/", "train", num_frames=16, frame_step=2,
-                           image_size=112, batch_size=8, training=True)
+    spec = ClipSpec(num_frames=16, frame_step=2, image_size=112, training=True)
+    dataset = make_dataset("records/", "train", spec, batch_size=8)
 
 Clips stay uint8 `[batch, num_frames, image_size, image_size, 3]`; the model
 rescales them on the device.
 """
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -159,51 +161,59 @@ def flip_left_right(clip):
 # The dataset
 # ---------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
 class ClipSpec:
-    """What clip to cut from each video.
+    """What clips to cut from each video: the one home of the clip options.
 
     Args:
         num_frames: frames per clip.
-        frame_step: source frames between two clip frames.
-        image_size: output side; frames are resized at read time.
-        training: random clips, crops and flips; else deterministic.
+        frame_step: stored frames between two clip frames. Defaults to 1.
+        image_size: output side; frames are cropped and resized at read time.
+            Defaults to 112.
+        training: random clips and crops (and flips, with `flip`); else
+            deterministic evenly spaced clips and fixed crops. Defaults to False.
         num_clips: evaluation clips per video, evenly spaced. Defaults to 1.
         num_crops: evaluation crops per clip, 1 (centre) or 3. Defaults to 1.
         step_jitter: training step varies by up to this much. Defaults to 0.
         crop_scale: training crop area range, as fractions, for Inception-style
             random resized crops; None for plain random crops of `image_size`
             (the R(2+1)D recipe, no rescaling). Defaults to (0.4, 1).
-        flip: random horizontal flips in training. Defaults to True.
+        flip: random horizontal flips in training, on the CPU. train.py leaves
+            this off because its model flips on the device
+            (`model.layers.RandomFlipClips`). Defaults to False.
         samples_per_video: training clips cut from each video read, each with
             its own start, crop and flip: repeated augmentation (Hoffer et al.
-            2020; PySlowFast's `AUG.NUM_SAMPLE`). Reading and parsing a whole
-            video costs about half as much as decoding a 10-frame clip of it;
-            2 samples halve that share. Defaults to 1.
+            2020; PySlowFast's `AUG.NUM_SAMPLE`), which spreads the cost of
+            reading and parsing a whole video over several clips. Defaults to 1.
     """
 
-    def __init__(self, num_frames, frame_step, image_size, training, num_clips=1,
-                 num_crops=1, step_jitter=0, crop_scale=(0.4, 1.0), flip=True,
-                 samples_per_video=1):
-        if num_frames < 1 or frame_step < 1 or image_size < 1:
+    num_frames: int
+    frame_step: int = 1
+    image_size: int = 112
+    training: bool = False
+    num_clips: int = 1
+    num_crops: int = 1
+    step_jitter: int = 0
+    crop_scale: tuple | None = (0.4, 1.0)
+    flip: bool = False
+    samples_per_video: int = 1
+
+    def __post_init__(self):
+        if self.num_frames < 1 or self.frame_step < 1 or self.image_size < 1:
             raise ValueError("num_frames, frame_step and image_size must be positive")
-        if num_crops not in (1, 3):
-            raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
-        if samples_per_video < 1:
-            raise ValueError(f"samples_per_video must be at least 1, not {samples_per_video}")
-        self.num_frames = num_frames
-        self.frame_step = frame_step
-        self.image_size = image_size
-        self.training = training
-        self.num_clips = 1 if training else num_clips
-        self.num_crops = 1 if training else num_crops
-        self.step_jitter = step_jitter
-        self.crop_scale = crop_scale
-        self.flip = flip
-        self.samples_per_video = samples_per_video if training else 1
+        if self.num_crops not in (1, 3):
+            raise ValueError(f"num_crops must be 1 or 3, not {self.num_crops}")
+        if self.num_clips < 1:
+            raise ValueError(f"num_clips must be at least 1, not {self.num_clips}")
+        if self.samples_per_video < 1:
+            raise ValueError(
+                f"samples_per_video must be at least 1, not {self.samples_per_video}")
 
     @property
     def clips_per_video(self):
-        return self.num_clips * self.num_crops * self.samples_per_video
+        if self.training:
+            return self.samples_per_video
+        return self.num_clips * self.num_crops
 
     def random_clip(self, encoded, video_frames, height, width):
         """One training clip: random start, step, crop window and flip."""
@@ -219,31 +229,33 @@ class ClipSpec:
                            lambda: clip)
         return clip
 
+    def cut(self, encoded, height, width):
+        """Clips `[clips_per_video, T, S, S, 3]` from a video's JPEG frames `[N]`.
+
+        This is all the reader does once a record is parsed; prediction calls
+        it on the frames of a new video directly.
+        """
+        video_frames = tf.shape(encoded)[0]
+        if self.training:
+            return tf.stack([self.random_clip(encoded, video_frames, height, width)
+                             for _ in range(self.samples_per_video)])
+        indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
+                                    self.num_clips)
+        windows = square_crop_windows(height, width, self.num_crops)
+        return tf.stack([decode_clip(encoded, indices[c], windows[k], self.image_size)
+                         for c in range(self.num_clips) for k in range(self.num_crops)])
+
     def __call__(self, serialized):
         """Cuts clips from one serialised record: `(clips [n, T, S, S, 3], label, video_id)`."""
         video = schema.parse_video_example(serialized)
-        encoded = video[schema.IMAGE_ENCODED]
-        video_frames = tf.shape(encoded)[0]
+        clips = self.cut(video[schema.IMAGE_ENCODED], tf.cast(video[schema.HEIGHT], tf.int32),
+                         tf.cast(video[schema.WIDTH], tf.int32))
         label = tf.cast(video[schema.LABEL_INDEX], tf.int32)
-        height = tf.cast(video[schema.HEIGHT], tf.int32)
-        width = tf.cast(video[schema.WIDTH], tf.int32)
-        if self.training:
-            clips = tf.stack([self.random_clip(encoded, video_frames, height, width)
-                              for _ in range(self.samples_per_video)])
-        else:
-            indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
-                                        self.num_clips)
-            windows = square_crop_windows(height, width, self.num_crops)
-            clips = tf.stack([
-                decode_clip(encoded, indices[c], windows[k], self.image_size)
-                for c in range(self.num_clips) for k in range(self.num_crops)])
         count = self.clips_per_video
         return clips, tf.fill([count], label), tf.fill([count], video[schema.VIDEO_ID])
 
 
-def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
-                 batch_size, training, num_clips=1, num_crops=1, step_jitter=0,
-                 crop_scale=(0.4, 1.0), flip=True, samples_per_video=1, shuffle_buffer=256,
+def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
                  with_video_id=False, skip_corrupt=False, repeat=False, seed=None,
                  deterministic=None):
     """A `tf.data.Dataset` of `(clips, labels)` batches from a records folder.
@@ -251,21 +263,11 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
     Args:
         records_dir: a folder written by `python -m preprocess`.
         split: which split to read, e.g. `train`.
-        num_frames: frames per clip.
-        frame_step: source frames between two clip frames. Defaults to 1.
-        image_size: side of the square output frames.
+        spec: a `ClipSpec`: which clips to cut, and whether to train (random
+            clips, shuffled) or evaluate (deterministic, in order). Repeated
+            samples of one video come out next to each other, so mostly in one
+            batch, as repeated augmentation intends.
         batch_size: clips per batch.
-        training: random clips, crops and flips, shuffled; else deterministic.
-        num_clips: evaluation clips per video, spaced evenly. Defaults to 1.
-        num_crops: evaluation crops per clip, 1 or 3. Defaults to 1.
-        step_jitter: training step varies by up to this much. Defaults to 0.
-        crop_scale: area range of random resized training crops, or None for
-            plain random crops of `image_size`. Defaults to (0.4, 1.0).
-        flip: random horizontal flips in training, on the CPU. Defaults to True.
-            (train.py passes False: its model flips on the device instead.)
-        samples_per_video: training clips cut from each video read (repeated
-            augmentation; see `ClipSpec`). They come out next to each other,
-            so mostly in one batch, as repeated augmentation intends. Defaults to 1.
         shuffle_buffer: records (whole videos) held for shuffling. Defaults to 256.
         with_video_id: also yield each clip's video id, for per-video averaging.
             Defaults to False.
@@ -273,7 +275,7 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
             of failing. Defaults to False.
         repeat: repeat forever (training with `steps_per_epoch`). Defaults to False.
         seed: seed of file and record shuffling. Defaults to None.
-        deterministic: keep element order; defaults to `not training`.
+        deterministic: keep element order; defaults to `not spec.training`.
 
     Returns:
         A dataset of `(clips, labels)` or `(clips, labels, video_ids)`;
@@ -284,12 +286,10 @@ def make_dataset(records_dir, split, *, num_frames, frame_step=1, image_size,
             shard is not the size the manifest recorded.
     """
     records_dir = str(records_dir)
+    training = spec.training
     manifest = manifest_lib.read_manifest(records_dir)
     shards = manifest_lib.shard_paths(records_dir, manifest, split)
     check_shards(shards, manifest["splits"][split])
-    spec = ClipSpec(num_frames, frame_step, image_size, training, num_clips=num_clips,
-                    num_crops=num_crops, step_jitter=step_jitter,
-                    crop_scale=crop_scale, flip=flip, samples_per_video=samples_per_video)
     if deterministic is None:
         deterministic = not training
 

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 import zipfile
 
+from preprocess.errors import UserError
+
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 SPLIT_FOLDERS = ("train", "val", "test")
 # UCF101's naming: v_<Class>_g<group>_c<clip>.avi
@@ -20,7 +22,7 @@ _UCF_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)
 _COPY_CHUNK = 1 << 20
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """A source that cannot be read; the message says what to fix."""
 
 

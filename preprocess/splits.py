@@ -12,10 +12,11 @@ import collections
 import os
 import random
 
+from preprocess.errors import UserError
 from preprocess.sources import SourceError, open_source
 
 
-class SplitError(ValueError):
+class SplitError(UserError):
     """A split request that cannot be met; the message says what is available."""
 
 

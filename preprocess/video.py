@@ -7,10 +7,12 @@ into frames the same way at preprocessing and at inference time.
 import cv2
 import numpy as np
 
+from preprocess.errors import UserError
+
 RESIZE_POLICIES = ("short_side", "pad")
 
 
-class VideoDecodeError(ValueError):
+class VideoDecodeError(UserError):
     """A file that OpenCV cannot read as a video, or that holds no frames."""
 
 

@@ -23,11 +23,9 @@ import json
 import os
 import random
 import statistics
-import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -191,11 +189,12 @@ def main(argv=None):
                "batch_size": args.batch_size,
                "cores": os.cpu_count(), "records": args.records}
 
-    dataset = reader.make_dataset(args.records, args.split, num_frames=args.num_frames,
-                                  frame_step=args.frame_step, image_size=args.image_size,
-                                  batch_size=args.batch_size, training=True, repeat=True,
-                                  crop_scale=None if args.crop == "random" else (0.4, 1.0),
-                                  flip=args.cpu_flip, samples_per_video=args.samples_per_video)
+    spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
+                           image_size=args.image_size, training=True,
+                           crop_scale=None if args.crop == "random" else (0.4, 1.0),
+                           flip=args.cpu_flip, samples_per_video=args.samples_per_video)
+    dataset = reader.make_dataset(args.records, args.split, spec, batch_size=args.batch_size,
+                                  repeat=True)
     num_videos = manifest["splits"][args.split]["num_videos"]
     limit = decode_only_dataset(
         clip_jpegs(shards, num_videos, args.num_frames, args.frame_step), args.batch_size)

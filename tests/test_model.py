@@ -148,7 +148,7 @@ def test_keras_file_reloads_in_a_fresh_process(name, tmp_path):
     model.save(path)
     np.save(tmp_path / "clips.npy", clips)
     code = (
-        "import sys, numpy as np, keras, model\n"
+        "import sys, numpy as np, keras, model.layers\n"
         f"m = keras.saving.load_model(r'{path}', safe_mode=True)\n"
         f"np.save(r'{tmp_path / 'out.npy'}', m.predict(np.load(r'{tmp_path / 'clips.npy'}'),"
         " verbose=0))\n")

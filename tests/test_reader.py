@@ -65,24 +65,22 @@ def _videos(dataset):
 
 def test_shapes_dtypes_and_labels(records):
     classes = manifest_lib.read_manifest(str(records))["classes"]
-    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
-                                  image_size=32, batch_size=2, training=True,
-                                  with_video_id=True)
+    spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=32, training=True)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=2, with_video_id=True)
     clips, labels, ids = _videos(dataset)
     assert len(clips) == 3
     assert clips[0].shape == (4, 32, 32, 3) and clips[0].dtype == np.uint8
     for label, video_id in zip(labels, ids):
         assert classes[label] == video_id.split("_")[1]
-    batch, label_batch = next(iter(reader.make_dataset(
-        records, "all", num_frames=4, image_size=32, batch_size=2, training=False)))
+    spec = reader.ClipSpec(num_frames=4, image_size=32, training=False)
+    batch, label_batch = next(iter(reader.make_dataset(records, "all", spec, batch_size=2)))
     assert batch.shape == (2, 4, 32, 32, 3) and batch.dtype == tf.uint8
     assert label_batch.dtype == tf.int32
 
 
 def test_evaluation_clip_is_centred_in_order_at_the_step(records):
-    dataset = reader.make_dataset(records, "all", num_frames=8, frame_step=3,
-                                  image_size=32, batch_size=4, training=False,
-                                  with_video_id=True)
+    spec = reader.ClipSpec(num_frames=8, frame_step=3, image_size=32, training=False)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=4, with_video_id=True)
     clips, _, ids = _videos(dataset)
     got = dict(zip(ids, (frame_index(c).tolist() for c in clips)))
     assert got["v_Count_g01_c01"] == list(range(9, 31, 3))  # (40 - 22) // 2 = 9
@@ -92,9 +90,10 @@ def test_evaluation_clip_is_centred_in_order_at_the_step(records):
 
 
 def test_training_clips_are_random_but_ordered(records):
-    dataset = reader.make_dataset(records, "all", num_frames=6, frame_step=2,
-                                  image_size=24, batch_size=3, training=True,
-                                  with_video_id=True, repeat=True, flip=False)
+    spec = reader.ClipSpec(num_frames=6, frame_step=2, image_size=24, training=True,
+                           flip=False)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=3, with_video_id=True,
+                                  repeat=True)
     starts = set()
     for clips, _, ids in dataset.take(12):
         for clip, video_id in zip(clips.numpy(), ids.numpy()):
@@ -107,9 +106,10 @@ def test_training_clips_are_random_but_ordered(records):
 
 
 def test_step_jitter_changes_the_step(records):
-    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=3,
-                                  image_size=16, batch_size=3, training=True,
-                                  step_jitter=2, with_video_id=True, repeat=True)
+    spec = reader.ClipSpec(num_frames=4, frame_step=3, image_size=16, training=True,
+                           step_jitter=2)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=3, with_video_id=True,
+                                  repeat=True)
     steps = set()
     for clips, _, ids in dataset.take(15):
         for clip, video_id in zip(clips.numpy(), ids.numpy()):
@@ -119,9 +119,9 @@ def test_step_jitter_changes_the_step(records):
 
 
 def test_multi_clip_evaluation_spans_the_video(records):
-    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
-                                  image_size=24, batch_size=32, training=False,
-                                  num_clips=3, num_crops=3, with_video_id=True)
+    spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=False,
+                           num_clips=3, num_crops=3)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=32, with_video_id=True)
     clips, labels, ids = _videos(dataset)
     assert len(clips) == 3 * 9
     assert ids.count("v_Count_g01_c01") == 9
@@ -132,9 +132,9 @@ def test_multi_clip_evaluation_spans_the_video(records):
 
 def test_evaluation_is_deterministic(records):
     def read():
-        dataset = reader.make_dataset(records, "all", num_frames=5, frame_step=2,
-                                      image_size=40, batch_size=2, training=False,
-                                      num_clips=2, num_crops=3)
+        spec = reader.ClipSpec(num_frames=5, frame_step=2, image_size=40, training=False,
+                               num_clips=2, num_crops=3)
+        dataset = reader.make_dataset(records, "all", spec, batch_size=2)
         return np.concatenate([c.numpy() for c, _ in dataset])
     np.testing.assert_array_equal(read(), read())
 
@@ -143,9 +143,8 @@ def test_image_size_is_chosen_at_read_time(records):
     manifest = manifest_lib.read_manifest(str(records))
     assert manifest["geometry"]["frame_sizes"] == [[48, 64]]
     for size in (24, 48, 64):
-        clip, _ = next(iter(reader.make_dataset(records, "all", num_frames=2,
-                                                image_size=size, batch_size=1,
-                                                training=False)))
+        spec = reader.ClipSpec(num_frames=2, image_size=size, training=False)
+        clip, _ = next(iter(reader.make_dataset(records, "all", spec, batch_size=1)))
         assert clip.shape == (1, 2, size, size, 3)
 
 
@@ -173,9 +172,10 @@ def test_transforms_eager_equal_in_dataset_map(records):
 def test_plain_random_crops_keep_pixels_unscaled(records):
     # 48x64 frames, 40x40 crops: no rescaling, so every frame stays flat at
     # its own level and the clip keeps its temporal order.
-    dataset = reader.make_dataset(records, "all", num_frames=5, frame_step=2,
-                                  image_size=40, batch_size=3, training=True,
-                                  crop_scale=None, with_video_id=True, repeat=True)
+    spec = reader.ClipSpec(num_frames=5, frame_step=2, image_size=40, training=True,
+                           crop_scale=None)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=3, with_video_id=True,
+                                  repeat=True)
     clips, _, ids = next(iter(dataset))
     for clip, video_id in zip(clips.numpy(), ids.numpy()):
         assert clip.shape == (5, 40, 40, 3)
@@ -196,9 +196,9 @@ def test_flip_mirrors_each_frame():
 
 
 def test_samples_per_video_cuts_several_clips_from_one_read(records):
-    dataset = reader.make_dataset(records, "all", num_frames=4, frame_step=2,
-                                  image_size=24, batch_size=4, training=True,
-                                  samples_per_video=4, with_video_id=True, flip=False,
+    spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=True,
+                           samples_per_video=4, flip=False)
+    dataset = reader.make_dataset(records, "all", spec, batch_size=4, with_video_id=True,
                                   seed=1)
     clips, labels, ids = _videos(dataset)
     assert len(clips) == 3 * 4  # an epoch is still one read of every video
@@ -231,39 +231,39 @@ def _copy(records, tmp_path):
 
 
 def test_bad_requests_say_what_is_wrong(records, tmp_path):
-    kwargs = dict(num_frames=2, image_size=16, batch_size=1, training=False)
+    spec, kwargs = reader.ClipSpec(num_frames=2, image_size=16), dict(batch_size=1)
     with pytest.raises(manifest_lib.ManifestError, match="no split 'val'.*has all"):
-        reader.make_dataset(records, "val", **kwargs)
+        reader.make_dataset(records, "val", spec, **kwargs)
     with pytest.raises(manifest_lib.ManifestError, match="no manifest.json"):
-        reader.make_dataset(tmp_path, "all", **kwargs)
+        reader.make_dataset(tmp_path, "all", spec, **kwargs)
     copy = _copy(records, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["schema_version"] = schema.SCHEMA_VERSION + 1
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(manifest_lib.ManifestError, match="schema version"):
-        reader.make_dataset(copy, "all", **kwargs)
+        reader.make_dataset(copy, "all", spec, **kwargs)
     manifest["schema_version"] = schema.SCHEMA_VERSION
     manifest["splits"]["all"]["num_videos"] = 0
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(manifest_lib.ManifestError, match="has no videos"):
-        reader.make_dataset(copy, "all", **kwargs)
+        reader.make_dataset(copy, "all", spec, **kwargs)
 
 
 def test_corrupt_shards_are_named_or_skipped(records, tmp_path):
     copy = _copy(records, tmp_path)
-    kwargs = dict(num_frames=2, image_size=16, batch_size=1, training=False)
+    spec, kwargs = reader.ClipSpec(num_frames=2, image_size=16), dict(batch_size=1)
     shards = sorted((copy / "all").iterdir())
     truncated = shards[0]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(manifest_lib.ManifestError, match=truncated.name):
-        reader.make_dataset(copy, "all", **kwargs)
+        reader.make_dataset(copy, "all", spec, **kwargs)
     # Same size, flipped bytes: only the CRC check can tell.
     truncated.write_bytes(data[:20] + bytes(b ^ 0xFF for b in data[20:40]) + data[40:])
     with pytest.raises(tf.errors.DataLossError):
-        list(reader.make_dataset(copy, "all", **kwargs))
+        list(reader.make_dataset(copy, "all", spec, **kwargs))
     assert list(reader.find_corrupt_shards([str(s) for s in shards])) == [str(truncated)]
-    survivors = list(reader.make_dataset(copy, "all", skip_corrupt=True, **kwargs))
+    survivors = list(reader.make_dataset(copy, "all", spec, skip_corrupt=True, **kwargs))
     assert 0 < len(survivors) < 3
 
 
