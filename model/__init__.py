@@ -1,15 +1,27 @@
-"""twoplusone's models: Keras 3 (2+1)D ResNets chosen by name.
+"""twoplusone's models: Keras 3 (2+1)D ResNets chosen by name, and how they train.
 
     from model import build_model
     model = build_model("r2plus1d_18", num_classes=101, num_frames=16, image_size=112)
+
+Importing this package is light (no TensorFlow): it names the choices a user
+makes, so a command line can be checked before TensorFlow loads. The
+networks live in `model.resnets` and `model.layers`, training parts in
+`model.training`, the run folder in `model.run_dir`.
 """
 
-from model import resnets
+# Blocks per stage of the paper's depths.
+R2PLUS1D_STAGES = {
+    "r2plus1d_10": (1, 1, 1, 1),
+    "r2plus1d_18": (2, 2, 2, 2),
+    "r2plus1d_34": (3, 4, 6, 3),
+}
+MODEL_NAMES = ("tutorial", *R2PLUS1D_STAGES)
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
-MODEL_NAMES = ("tutorial", *resnets.R2PLUS1D_STAGES)
 
-
-def build_model(name, num_classes, num_frames=None, image_size=None, flip=False, **options):
+def build_model(name, num_classes, num_frames=None, image_size=None, flip=False,
+                weights=None, **options):
     """Builds a model by name: `tutorial`, `r2plus1d_10`, `r2plus1d_18` or `r2plus1d_34`.
 
     Args:
@@ -19,20 +31,34 @@ def build_model(name, num_classes, num_frames=None, image_size=None, flip=False,
         image_size: frame side (the tutorial's network needs it).
         flip: random horizontal flips in training, as the model's first layer,
             so they run on the accelerator. Defaults to False.
-        **options: `width_multiplier`, `dropout`, `bn_momentum` for the R(2+1)D
-            networks.
+        weights: a torchvision R(2+1)D checkpoint (`.pth`, read without
+            PyTorch) to take the architecture's channel counts and weights
+            from, as keras.applications' `weights=`; None for fresh weights.
+            The classifier is kept when `num_classes` matches the
+            checkpoint's. Defaults to None.
+        **options: `width_multiplier`, `dropout`, `bn_momentum`, `bn_epsilon`
+            for the R(2+1)D networks (`bn_epsilon` defaults to PyTorch's 1e-5
+            with `weights`).
 
     Returns:
         A `keras.Model` from uint8 clips `[batch, frames, size, size, 3]` to
         float32 logits `[batch, num_classes]`, built under the current dtype policy.
     """
+    from model import resnets
     if name == "tutorial":
+        if weights is not None:
+            raise ValueError("no published weights fit the tutorial model; train it from "
+                             "scratch or choose an r2plus1d model")
         if options:
             raise ValueError(f"the tutorial model takes no options, got {sorted(options)}")
         return resnets.tutorial(num_classes, num_frames=num_frames, image_size=image_size,
                                 flip=flip)
-    if name in resnets.R2PLUS1D_STAGES:
-        return resnets.r2plus1d(num_classes, resnets.R2PLUS1D_STAGES[name],
+    if name in R2PLUS1D_STAGES and weights is not None:
+        from model import pretrained
+        return pretrained.build_from_torchvision(name, num_classes, num_frames, image_size,
+                                                 weights, flip=flip, **options)
+    if name in R2PLUS1D_STAGES:
+        return resnets.r2plus1d(num_classes, R2PLUS1D_STAGES[name],
                                 num_frames=num_frames, image_size=image_size,
                                 flip=flip, name=name, **options)
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -32,12 +32,17 @@ class Conv2Plus1D(keras.layers.Layer):
         mid_filters: channels between the two convolutions. Defaults to `filters`.
         mid_norm: BatchNorm and ReLU between the convolutions. Defaults to False.
         use_bias: biases in both convolutions. Defaults to True.
-        padding: `"same"` or `"valid"`. Defaults to `"same"`.
+        padding: `"same"`, `"valid"` or `"symmetric"`: half the kernel on
+            each side, as PyTorch pads. Keras's `"same"` puts the odd pixel
+            of a strided convolution on one side only, so a stride-2 layer
+            sees its input shifted by one pixel against PyTorch's: converted
+            weights need `"symmetric"`. Defaults to `"same"`.
         bn_momentum: momentum of the inner BatchNorm. Defaults to 0.9.
+        bn_epsilon: epsilon of the inner BatchNorm. Defaults to 1e-3.
     """
 
     def __init__(self, filters, kernel_size, strides=1, mid_filters=None, mid_norm=False,
-                 use_bias=True, padding="same", bn_momentum=0.9, **kwargs):
+                 use_bias=True, padding="same", bn_momentum=0.9, bn_epsilon=1e-3, **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.kernel_size = _triple(kernel_size)
@@ -47,42 +52,60 @@ class Conv2Plus1D(keras.layers.Layer):
         self.use_bias = use_bias
         self.padding = padding
         self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
         t, h, w = self.kernel_size
         st, sh, sw = self.strides
+        conv_padding = "valid" if padding == "symmetric" else padding
         self.spatial = layers.Conv3D(self.mid_filters, (1, h, w), strides=(1, sh, sw),
-                                     padding=padding, use_bias=use_bias,
+                                     padding=conv_padding, use_bias=use_bias,
                                      dtype=self.dtype_policy, name="spatial")
         self.temporal = layers.Conv3D(filters, (t, 1, 1), strides=(st, 1, 1),
-                                      padding=padding, use_bias=use_bias,
+                                      padding=conv_padding, use_bias=use_bias,
                                       dtype=self.dtype_policy, name="temporal")
+        self.spatial_pad = self.temporal_pad = None
+        if padding == "symmetric":
+            self.spatial_pad = layers.ZeroPadding3D(((0, 0), (h // 2, h // 2), (w // 2, w // 2)),
+                                                    dtype=self.dtype_policy, name="spatial_pad")
+            self.temporal_pad = layers.ZeroPadding3D(((t // 2, t // 2), (0, 0), (0, 0)),
+                                                     dtype=self.dtype_policy, name="temporal_pad")
         if mid_norm:
-            self.mid_bn = layers.BatchNormalization(momentum=bn_momentum,
+            self.mid_bn = layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
                                                     dtype=self.dtype_policy, name="mid_bn")
             self.mid_relu = layers.ReLU(dtype=self.dtype_policy, name="mid_relu")
 
+    def _spatial_shape(self, input_shape):
+        if self.spatial_pad:
+            input_shape = self.spatial_pad.compute_output_shape(input_shape)
+        return input_shape, self.spatial.compute_output_shape(input_shape)
+
+    def _temporal_shape(self, mid_shape):
+        if self.temporal_pad:
+            mid_shape = self.temporal_pad.compute_output_shape(mid_shape)
+        return mid_shape, self.temporal.compute_output_shape(mid_shape)
+
     def build(self, input_shape):
-        self.spatial.build(input_shape)
-        mid_shape = self.spatial.compute_output_shape(input_shape)
+        padded, mid_shape = self._spatial_shape(input_shape)
+        self.spatial.build(padded)
         if self.mid_norm:
             self.mid_bn.build(mid_shape)
-        self.temporal.build(mid_shape)
+        self.temporal.build(self._temporal_shape(mid_shape)[0])
 
     def call(self, inputs, training=None):
-        x = self.spatial(inputs)
+        x = self.spatial(self.spatial_pad(inputs) if self.spatial_pad else inputs)
         if self.mid_norm:
             x = self.mid_relu(self.mid_bn(x, training=training))
-        return self.temporal(x)
+        return self.temporal(self.temporal_pad(x) if self.temporal_pad else x)
 
     def compute_output_shape(self, input_shape):
-        return self.temporal.compute_output_shape(
-            self.spatial.compute_output_shape(input_shape))
+        return self._temporal_shape(self._spatial_shape(input_shape)[1])[1]
 
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, kernel_size=self.kernel_size,
                       strides=self.strides, mid_filters=self.mid_filters,
                       mid_norm=self.mid_norm, use_bias=self.use_bias,
-                      padding=self.padding, bn_momentum=self.bn_momentum)
+                      padding=self.padding, bn_momentum=self.bn_momentum,
+                      bn_epsilon=self.bn_epsilon)
         return config
 
 
@@ -240,28 +263,35 @@ class ResidualBlock2Plus1D(keras.layers.Layer):
         strides: stride in time and space of the first convolution and the
             shortcut. Defaults to 1.
         bn_momentum: BatchNorm momentum. Defaults to 0.9.
+        bn_epsilon: BatchNorm epsilon; PyTorch's default is 1e-5. Defaults to 1e-3.
+        mid_filters: mid channels of the two (2+1)D convolutions, a pair, or
+            None for the paper's count. Converted checkpoints give theirs:
+            some (IG-65M's R(2+1)D-34) differ from the formula. Defaults to None.
+        padding: padding of the (2+1)D convolutions, `"same"` or
+            `"symmetric"` (see `Conv2Plus1D`). Defaults to `"same"`.
     """
 
-    def __init__(self, filters, strides=1, bn_momentum=0.9, **kwargs):
+    def __init__(self, filters, strides=1, bn_momentum=0.9, bn_epsilon=1e-3,
+                 mid_filters=None, padding="same", **kwargs):
         super().__init__(**kwargs)
         self.filters = filters
         self.strides = _triple(strides)
         self.bn_momentum = bn_momentum
+        self.bn_epsilon = bn_epsilon
+        self.mid_filters = None if mid_filters is None else tuple(mid_filters)
+        self.padding = padding
 
     def build(self, input_shape):
         in_channels = input_shape[-1]
-        mid = mid_channels(in_channels, self.filters)
+        mids = self.mid_filters or (mid_channels(in_channels, self.filters),) * 2
         policy = self.dtype_policy
-        bn = dict(momentum=self.bn_momentum, dtype=policy)
-        self.conv1 = Conv2Plus1D(self.filters, 3, strides=self.strides,
-                                 mid_filters=mid,
-                                 mid_norm=True, use_bias=False,
-                                 bn_momentum=self.bn_momentum, dtype=policy, name="conv1")
+        bn = dict(momentum=self.bn_momentum, epsilon=self.bn_epsilon, dtype=policy)
+        conv = dict(mid_norm=True, use_bias=False, padding=self.padding,
+                    bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon, dtype=policy)
+        self.conv1 = Conv2Plus1D(self.filters, 3, strides=self.strides, mid_filters=mids[0],
+                                 name="conv1", **conv)
         self.bn1 = layers.BatchNormalization(name="bn1", **bn)
-        self.conv2 = Conv2Plus1D(self.filters, 3,
-                                 mid_filters=mid,
-                                 mid_norm=True, use_bias=False,
-                                 bn_momentum=self.bn_momentum, dtype=policy, name="conv2")
+        self.conv2 = Conv2Plus1D(self.filters, 3, mid_filters=mids[1], name="conv2", **conv)
         # Not zero-initialised (torchvision's default too): a zero gamma shuts the
         # residual branch at first, and a shallow net on a short run then learns
         # little beyond its projection shortcuts.
@@ -299,7 +329,8 @@ class ResidualBlock2Plus1D(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(filters=self.filters, strides=self.strides,
-                      bn_momentum=self.bn_momentum)
+                      bn_momentum=self.bn_momentum, bn_epsilon=self.bn_epsilon,
+                      mid_filters=self.mid_filters, padding=self.padding)
         return config
 
 

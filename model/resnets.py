@@ -11,14 +11,6 @@ from keras import layers
 from model.layers import (Conv2Plus1D, Project, RandomFlipClips, ResidualBlock2Plus1D,
                           ResidualMain, ResizeVideo)
 
-# Blocks per stage of the paper's depths.
-R2PLUS1D_STAGES = {
-    "r2plus1d_10": (1, 1, 1, 1),
-    "r2plus1d_18": (2, 2, 2, 2),
-    "r2plus1d_34": (3, 4, 6, 3),
-}
-
-
 def clip_input(num_frames, image_size):
     """The uint8 clip input; `None` sizes leave them free."""
     return keras.Input(shape=(num_frames, image_size, image_size, 3), dtype="uint8",
@@ -76,15 +68,23 @@ def make_divisible(channels, divisor=8):
     return max(divisor, int(channels + divisor / 2) // divisor * divisor)
 
 
+# Kinetics-400 statistics of RGB in [0, 1], which torchvision's video weights expect.
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+STAGE_CHANNELS = (64, 128, 256, 512)
+STEM_CHANNELS = (45, 64)
+
+
 def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
-             width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, flip=False,
-             name="r2plus1d_18"):
+             width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, bn_epsilon=1e-3,
+             input_stats=None, widths=None, flip=False, name="r2plus1d_18"):
     """R(2+1)D after Tran et al. 2018, as torchvision's `r2plus1d_18` lays it out.
 
     Stem: a 1x7x7 spatial convolution to 45 channels, then a 3x1x1 temporal
     one to 64, each with BatchNorm and ReLU. Four stages of basic blocks with
     64/128/256/512 channels; stages 2-4 halve time and space. Global average
-    pooling and dense logits.
+    pooling and dense logits. Convolutions pad symmetrically, as PyTorch does,
+    so torchvision's weights compute here what they compute there.
 
     Args:
         num_classes: number of output logits.
@@ -96,6 +96,14 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
         dropout: dropout before the logits. Defaults to 0.
         bn_momentum: BatchNorm momentum; 0.9 lets short runs settle their
             moving statistics. Defaults to 0.9.
+        bn_epsilon: BatchNorm epsilon (PyTorch's is 1e-5). Defaults to 1e-3.
+        input_stats: `(mean, std)` per RGB channel of pixels in [0, 1], to
+            normalise clips inside the model (`KINETICS_MEAN, KINETICS_STD`
+            for torchvision's weights), or None to only rescale to [0, 1].
+            Defaults to None.
+        widths: channel counts read from a checkpoint instead of computed:
+            `{"stem": (c1, c2), "stages": (c1, .., c4), "mid": {block name:
+            (m1, m2)}}`, any part optional. Defaults to None.
         flip: random horizontal flips of the clips in training, on the
             device. Defaults to False.
         name: the model's name.
@@ -104,22 +112,33 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
         return channels if width_multiplier == 1.0 else make_divisible(
             channels * width_multiplier)
 
-    bn = dict(momentum=bn_momentum)
+    widths = widths or {}
+    stem = widths.get("stem") or tuple(width(c) for c in STEM_CHANNELS)
+    stage_channels = widths.get("stages") or tuple(width(c) for c in STAGE_CHANNELS)
+    mids = widths.get("mid") or {}
+    bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
     clips, x = augmented_input(num_frames, image_size, flip)
     x = layers.Rescaling(1 / 255, name="rescale")(x)
-    x = layers.Conv3D(width(45), (1, 7, 7), strides=(1, 2, 2), padding="same",
-                      use_bias=False, name="stem_spatial")(x)
+    if input_stats is not None:
+        mean, std = input_stats
+        x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
+                                 name="input_norm")(x)
+    x = layers.ZeroPadding3D(((0, 0), (3, 3), (3, 3)), name="stem_pad")(x)
+    x = layers.Conv3D(stem[0], (1, 7, 7), strides=(1, 2, 2), use_bias=False,
+                      name="stem_spatial")(x)
     x = layers.BatchNormalization(name="stem_spatial_bn", **bn)(x)
     x = layers.ReLU(name="stem_spatial_relu")(x)
-    x = layers.Conv3D(width(64), (3, 1, 1), padding="same", use_bias=False,
+    x = layers.Conv3D(stem[1], (3, 1, 1), padding="same", use_bias=False,
                       name="stem_temporal")(x)
     x = layers.BatchNormalization(name="stem_temporal_bn", **bn)(x)
     x = layers.ReLU(name="stem_temporal_relu")(x)
-    for stage, (blocks, channels) in enumerate(zip(stages, (64, 128, 256, 512)), 1):
+    for stage, (blocks, channels) in enumerate(zip(stages, stage_channels), 1):
         for block in range(blocks):
-            strides = 2 if stage > 1 and block == 0 else 1
-            x = ResidualBlock2Plus1D(width(channels), strides=strides, bn_momentum=bn_momentum,
-                                     name=f"stage{stage}_block{block + 1}")(x)
+            block_name = f"stage{stage}_block{block + 1}"
+            x = ResidualBlock2Plus1D(channels, strides=2 if stage > 1 and block == 0 else 1,
+                                     bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
+                                     mid_filters=mids.get(block_name), padding="symmetric",
+                                     name=block_name)(x)
     x = layers.GlobalAveragePooling3D(name="pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)

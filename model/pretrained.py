@@ -1,0 +1,268 @@
+"""Starting from trained weights: torchvision's R(2+1)D checkpoints, `.keras` files, run folders.
+
+    model = build_model("r2plus1d_18", 101, 16, 112, weights="r2plus1d_18-91a641e6.pth")
+
+torchvision's video ResNets (`VideoResNet` with the R(2+1)D stem) map onto
+`model.resnets.r2plus1d` layer for layer; `torchvision_table` is that map, as
+data. Channel counts come from the checkpoint's shapes, so other members of
+the family (R(2+1)D-34, with its own mid channels) load too. The model then
+pads like PyTorch, uses the checkpoint's BatchNorm epsilon and statistics, and
+normalises its uint8 input with Kinetics-400's mean and deviation inside, so
+it computes what torchvision computes.
+"""
+
+import hashlib
+import os
+import re
+
+import numpy as np
+
+from model import R2PLUS1D_STAGES, torch_checkpoint
+from model.run_dir import RunDir
+from preprocess.errors import UserError
+
+# torchvision's own BatchNorm epsilon; IG-65M's converted Caffe2 weights use 1e-3.
+TORCH_BN_EPSILON = 1e-5
+# What a torchvision R(2+1)D state dict opens with: the (1, 7, 7) spatial stem.
+_STEM_SPATIAL = "stem.0.weight"
+
+
+class WeightsError(UserError):
+    """Weights that do not fit the model asked for."""
+
+
+def torchvision_table(stages, has_shortcut=lambda stage, block: stage > 1 and block == 0):
+    """`[(torchvision prefix, Keras layer path, kind)]` for an R(2+1)D of `stages` blocks.
+
+    `has_shortcut(stage, block)` says which blocks project their shortcut
+    (torchvision's `downsample`): by default the first of stages 2-4.
+
+    Kinds: `conv` (weight `[out, in, t, h, w]` -> kernel `[t, h, w, in, out]`),
+    `bn` (weight, bias, running mean and variance -> gamma, beta, moving mean
+    and variance), `dense` (weight transposed, and bias). Layer paths name a
+    layer of the Functional model, then attributes of our blocks.
+    """
+    rows = [("stem.0", "stem_spatial", "conv"), ("stem.1", "stem_spatial_bn", "bn"),
+            ("stem.3", "stem_temporal", "conv"), ("stem.4", "stem_temporal_bn", "bn")]
+    for stage, blocks in enumerate(stages, 1):
+        for block in range(blocks):
+            src, dst = f"layer{stage}.{block}", f"stage{stage}_block{block + 1}"
+            for conv in (1, 2):
+                rows += [(f"{src}.conv{conv}.0.0", f"{dst}/conv{conv}/spatial", "conv"),
+                         (f"{src}.conv{conv}.0.1", f"{dst}/conv{conv}/mid_bn", "bn"),
+                         (f"{src}.conv{conv}.0.3", f"{dst}/conv{conv}/temporal", "conv"),
+                         (f"{src}.conv{conv}.1", f"{dst}/bn{conv}", "bn")]
+            if has_shortcut(stage, block):
+                rows += [(f"{src}.downsample.0", f"{dst}/shortcut", "conv"),
+                         (f"{src}.downsample.1", f"{dst}/shortcut_bn", "bn")]
+    rows.append(("fc", "logits", "dense"))
+    return rows
+
+
+_PARAMS = {"conv": ("weight",), "bn": ("weight", "bias", "running_mean", "running_var"),
+           "dense": ("weight", "bias")}
+
+
+def torchvision_architecture(state, path="the checkpoint"):
+    """Blocks per stage and channel counts of a torchvision R(2+1)D state dict.
+
+    Returns:
+        `(stages, widths, num_classes)`; `widths` as `model.resnets.r2plus1d` takes it.
+    """
+    stem = state.get(_STEM_SPATIAL)
+    if stem is None or stem.ndim != 5 or tuple(stem.shape[1:]) != (3, 1, 7, 7) \
+            or "fc.weight" not in state:
+        found = stem.shape if stem is not None else "no stem.0.weight"
+        raise WeightsError(
+            f"{path} is not a torchvision R(2+1)D state dict (a (1, 7, 7) spatial stem "
+            f"and an fc layer; found {found}, first keys "
+            f"{', '.join(list(state)[:4])}); give r2plus1d_18's or r2plus1d_34's weights")
+    blocks = {}
+    for key in state:
+        match = re.match(r"layer(\d+)\.(\d+)\.", key)
+        if match:
+            stage, block = int(match[1]), int(match[2])
+            blocks[stage] = max(blocks.get(stage, 0), block + 1)
+    if sorted(blocks) != [1, 2, 3, 4]:
+        raise WeightsError(f"{path} has stages {sorted(blocks)}, not layer1-layer4 of a "
+                           "torchvision video ResNet")
+    stages = tuple(blocks[s] for s in (1, 2, 3, 4))
+    widths = {
+        "stem": (int(stem.shape[0]), int(_require(state, "stem.3.weight", path).shape[0])),
+        "stages": tuple(int(_require(state, f"layer{s}.0.conv1.1.weight", path).shape[0])
+                        for s in (1, 2, 3, 4)),
+        "mid": {f"stage{s}_block{b + 1}": tuple(
+            int(_require(state, f"layer{s}.{b}.conv{c}.0.0.weight", path).shape[0])
+            for c in (1, 2)) for s in (1, 2, 3, 4) for b in range(blocks[s])},
+    }
+    return stages, widths, int(state["fc.weight"].shape[0])
+
+
+def _require(state, key, path):
+    if key not in state:
+        raise WeightsError(f"{path} lacks {key}, which an R(2+1)D state dict has")
+    return state[key]
+
+
+def build_from_torchvision(name, num_classes, num_frames, image_size, path,
+                           bn_epsilon=TORCH_BN_EPSILON, **options):
+    """An R(2+1)D whose architecture and weights come from a torchvision checkpoint.
+
+    The classifier is kept when `num_classes` matches the checkpoint's, else
+    it is a fresh one; a line on stdout says which.
+    """
+    from model import resnets
+    state = torch_checkpoint.load_state_dict(path)
+    stages, widths, source_classes = torchvision_architecture(state, path)
+    if R2PLUS1D_STAGES.get(name) != stages:
+        named = [n for n, s in R2PLUS1D_STAGES.items() if s == stages]
+        raise WeightsError(f"{path} holds a network of {stages} blocks per stage"
+                           f"{' (' + named[0] + ')' if named else ''}, not {name}; "
+                           f"choose --model {named[0] if named else 'to match it'}")
+    if options.pop("width_multiplier", 1.0) != 1.0:
+        raise WeightsError("pretrained weights fix the width; drop --width_multiplier")
+    model = resnets.r2plus1d(num_classes, stages, num_frames=num_frames,
+                             image_size=image_size, bn_epsilon=bn_epsilon,
+                             input_stats=(resnets.KINETICS_MEAN, resnets.KINETICS_STD),
+                             widths=widths, name=name, **options)
+    keep_head = source_classes == num_classes
+    load_torchvision_state(model, state, stages, keep_head=keep_head, path=path)
+    print(f"weights: {name} from {path}; "
+          + (f"its {source_classes}-class classifier kept" if keep_head else
+             f"a new {num_classes}-class classifier (the checkpoint has "
+             f"{source_classes} classes)"), flush=True)
+    return model
+
+
+def load_torchvision_state(model, state, stages, keep_head=True, path="the checkpoint"):
+    """Assigns a torchvision state dict to an R(2+1)D built with its widths.
+
+    Every key must be used (BatchNorm's `num_batches_tracked` aside) and every
+    shape must agree; otherwise one `WeightsError` names the first few keys.
+    """
+    used, missing, wrong, assignments = set(), [], [], []
+
+    def has_shortcut(stage, block):
+        return model.get_layer(f"stage{stage}_block{block + 1}").has_projection
+
+    for prefix, layer_path, kind in torchvision_table(stages, has_shortcut):
+        if kind == "dense" and not keep_head:
+            used.update(f"{prefix}.{p}" for p in _PARAMS[kind])
+            continue
+        layer = _layer(model, layer_path)
+        for param, variable in zip(_PARAMS[kind], _variables(layer, kind)):
+            key = f"{prefix}.{param}"
+            if key not in state:
+                missing.append(key)
+                continue
+            used.add(key)
+            value = _to_keras(state[key], kind, param)
+            if tuple(variable.shape) != value.shape:
+                wrong.append(f"{key} {tuple(state[key].shape)} for {variable.path} "
+                             f"{tuple(variable.shape)}")
+                continue
+            assignments.append((variable, value))
+    unexpected = [k for k in state if k not in used and not k.endswith("num_batches_tracked")]
+    problems = [(missing, "missing"), (unexpected, "unexpected"), (wrong, "of the wrong shape")]
+    for keys, what in problems:
+        if keys:
+            raise WeightsError(f"{path}: {len(keys)} keys {what}, first {'; '.join(keys[:3])}"
+                               f"; it is not a torchvision R(2+1)D of {stages} blocks")
+    for variable, value in assignments:
+        variable.assign(value.astype(variable.dtype))
+
+
+def _layer(model, layer_path):
+    first, *rest = layer_path.split("/")
+    layer = model.get_layer(first)
+    for attribute in rest:
+        layer = getattr(layer, attribute)
+    return layer
+
+
+def _variables(layer, kind):
+    if kind == "conv":
+        return [layer.kernel]
+    if kind == "bn":
+        return [layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance]
+    return [layer.kernel, layer.bias]
+
+
+def _to_keras(value, kind, param):
+    value = np.asarray(value, np.float32)
+    if kind == "conv":
+        return value.transpose(2, 3, 4, 1, 0)
+    if kind == "dense" and param == "weight":
+        return value.T
+    return value
+
+
+# -----------------------------------------------------------------------------
+# --init_from: whatever a user points at, into the model a run builds.
+# -----------------------------------------------------------------------------
+
+def source_kind(path):
+    """`run` (a folder of ours), `keras` (a `.keras` file) or `torch` (anything else)."""
+    path = str(path)
+    if os.path.isdir(path):
+        return "run"
+    if not os.path.isfile(path):
+        raise WeightsError(f"--init_from {path} does not exist; give a run folder, a "
+                           ".keras file or a PyTorch checkpoint")
+    return "keras" if path.endswith(".keras") else "torch"
+
+
+def sha256(path):
+    """The file's SHA-256 (a run folder's: its `model.keras`'s), for config.json."""
+    if os.path.isdir(path):
+        path = RunDir(path).model
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_keras_source(path):
+    """The Keras model at `path` (or in run folder `path`), loaded in safe mode."""
+    import keras
+
+    import model.layers  # noqa: F401  registers our layers for loading
+    if os.path.isdir(path):
+        run = RunDir(path)
+        run.require(run.model)
+        path = run.model
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as error:  # Keras raises several types for a bad file
+        raise WeightsError(f"cannot load {path} as a Keras model: "
+                           f"{str(error).splitlines()[0][:200]}") from None
+
+
+def copy_weights(source, target, head="logits"):
+    """Copies every layer's weights from `source` to `target` by name where all shapes agree.
+
+    Returns:
+        `(copied layer names, whether the head was copied)`. A head whose
+        class count differs stays fresh; any other layer of `target` with
+        weights that `source` lacks or shapes differently is an error, since
+        then the two are not the same architecture.
+    """
+    by_name = {layer.name: layer for layer in source.layers}
+    copied, mismatched = [], []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        theirs = by_name.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if theirs is None or [tuple(w.shape) for w in theirs.weights] != shapes:
+            if layer.name != head:
+                mismatched.append(layer.name)
+            continue
+        layer.set_weights(theirs.get_weights())
+        copied.append(layer.name)
+    if mismatched:
+        raise WeightsError(f"{source.name} does not match this model in "
+                           f"{len(mismatched)} layers, first {', '.join(mismatched[:3])}; "
+                           "use the same --model and --width_multiplier as the source")
+    return copied, head in copied
