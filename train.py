@@ -10,6 +10,7 @@ last completed epoch. Everything it writes lands in --output_dir.
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -39,6 +40,18 @@ PRESETS = {
                         batch_size=32, epochs=45, optimizer="sgd", learning_rate=0.05,
                         schedule="cosine", warmup_epochs=5, weight_decay=1e-4,
                         label_smoothing=0.1, dropout=0.5, eval_clips=10, eval_crops=3),
+    # R(2+1)D-18 fine-tuned from torchvision's Kinetics-400 weights (pass them with
+    # --init_from r2plus1d_18-91a641e6.pth): the clips the weights were trained on
+    # (16x112x112, Kinetics normalisation inside the model), a small SGD rate with a
+    # short warm-up and few epochs, as published fine-tuning recipes do: VMZ's
+    # finetune_ucf101.sh (R(2+1)D from Kinetics: a rate 100x below its Kinetics
+    # training, a few epochs, strong weight decay) and the video self-supervision
+    # repos' R(2+1)D-18 UCF101 fine-tuning (SGD 0.01, momentum 0.9, decay 5e-4).
+    "r2plus1d_18_kinetics": dict(model="r2plus1d_18", num_frames=16, frame_step=2,
+                                 image_size=112, crop="random", batch_size=32, epochs=15,
+                                 optimizer="sgd", learning_rate=0.01, schedule="cosine",
+                                 warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.1,
+                                 dropout=0.5, flip=True, eval_clips=10, eval_crops=3),
     # The one-command demo: a narrow R(2+1)D-10 that learns motion in minutes on a CPU.
     # Its classes include left against right, so no flips.
     "demo": dict(model="r2plus1d_10", width_multiplier=0.25, num_frames=8, frame_step=6,
@@ -70,6 +83,8 @@ BASE = dict(
     val_split="val",          # falls back to test when the records have no val
     test_split="test",        # falls back to val when the records have no test
     skip_corrupt=False,
+    init_from=None,           # weights to start from: torchvision .pth, .keras, run folder
+    bn_epsilon=None,          # None: 1e-3, or PyTorch's 1e-5 with torchvision weights
 )
 class TrainError(UserError):
     """A request the trainer cannot carry out; the message says what to fix."""
@@ -87,6 +102,12 @@ def build_parser():
     add("--model", choices=MODEL_NAMES, help="which network")
     add("--width_multiplier", type=float, help="scales R(2+1)D channel counts")
     add("--dropout", type=float, help="dropout before the logits (R(2+1)D)")
+    add("--init_from", help="start from these weights: a torchvision R(2+1)D checkpoint "
+        "(.pth, read without PyTorch), a .keras file or a run folder of ours; the "
+        "classifier is new when the class count differs. A resumed run continues from "
+        "its own checkpoint instead")
+    add("--bn_epsilon", type=float, help="BatchNorm epsilon of R(2+1)D (IG-65M's "
+        "converted weights want 1e-3); None is 1e-3, or 1e-5 with torchvision weights")
     add("--num_frames", type=int, help="frames per clip")
     add("--frame_step", type=int, help="stored frames between clip frames")
     add("--step_jitter", type=int, help="training frame step varies by up to this")
@@ -156,8 +177,8 @@ def check_config(config):
         (config["steps_per_epoch"] >= 0, "--steps_per_epoch must be 0 (one pass) or more"),
         (config["learning_rate"] > 0, "--learning_rate must be positive"),
         (config["warmup_epochs"] >= 0, "--warmup_epochs must not be negative"),
-        (config["warmup_epochs"] < config["epochs"] or config["schedule"] == "constant",
-         f"--warmup_epochs ({config['warmup_epochs']}) must be fewer than --epochs "
+        (config["warmup_epochs"] <= config["epochs"] or config["schedule"] == "constant",
+         f"--warmup_epochs ({config['warmup_epochs']}) must not exceed --epochs "
          f"({config['epochs']})"),
         (config["weight_decay"] >= 0, "--weight_decay must not be negative"),
         (0 <= config["label_smoothing"] < 1, "--label_smoothing must be in [0, 1)"),
@@ -171,6 +192,11 @@ def check_config(config):
                                            and config["dropout"] == 0.0),
          "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
          "and --dropout or choose an r2plus1d --model"),
+        (config["model"] != "tutorial" or config["init_from"] is None,
+         "no published weights fit the tutorial model; drop --init_from or choose an "
+         "r2plus1d --model"),
+        (config["bn_epsilon"] is None or config["bn_epsilon"] > 0,
+         "--bn_epsilon must be positive"),
         (config["model"] != "tutorial" or config["image_size"] >= 16,
          "the tutorial model halves frames four times: give --image_size 16 or more"),
     ]
@@ -284,16 +310,39 @@ def clip_specs(config):
     return train, evaluation, test
 
 
-def build_and_compile(config, num_classes, steps):
-    """The network, its optimizer, loss and metrics; call under the strategy's scope."""
+def make_network(config, num_classes, run):
+    """The network a run trains: fresh, from --init_from, or a resumed run's own."""
     import keras
 
     import model as models
-    from model import training
+    from model import pretrained
+    if run.resume_epoch() and os.path.exists(run.last_checkpoint):
+        # BackupAndRestore restores the weights and optimizer; the architecture
+        # comes from the run's own checkpoint, so --init_from is not read again.
+        return keras.saving.load_model(run.last_checkpoint, compile=False)
     options = {} if config["model"] == "tutorial" else dict(
         width_multiplier=config["width_multiplier"], dropout=config["dropout"])
-    network = models.build_model(config["model"], num_classes, config["num_frames"],
-                                 config["image_size"], flip=config["flip"], **options)
+    if config["bn_epsilon"] is not None:
+        options["bn_epsilon"] = config["bn_epsilon"]
+    source = config["init_from"]
+    kind = source and pretrained.source_kind(source)
+    build = functools.partial(models.build_model, config["model"], num_classes,
+                              config["num_frames"], config["image_size"], flip=config["flip"])
+    if kind == "torch":
+        return build(weights=source, **options)
+    network = build(**options)
+    if kind:
+        copied, head = pretrained.copy_weights(pretrained.load_keras_source(source), network)
+        print(f"weights: {len(copied)} layers from {source}; "
+              + ("its classifier kept" if head else "a new classifier"), flush=True)
+    return network
+
+
+def compile_network(network, config, num_classes, steps):
+    """Optimizer, schedule, loss and metrics; call under the strategy's scope."""
+    import keras
+
+    from model import training
     rate = training.learning_rate(config["learning_rate"], config["schedule"],
                                   config["epochs"], steps, config["warmup_epochs"])
     network.compile(
@@ -337,7 +386,7 @@ def run(config):
     import keras
     import tensorflow as tf
 
-    from model import export, run_dir, training
+    from model import export, pretrained, run_dir, training
     from model.precision import set_precision
     from model.run_dir import RunDir
     from preprocess import reader
@@ -351,9 +400,12 @@ def run(config):
     run = RunDir(config["output_dir"])
     identity = run_dir.identity(config, config["records"])
     run.prepare(identity, config["overwrite"])
+    done = run.resume_epoch()
+    if config["init_from"] and not done:
+        pretrained.source_kind(config["init_from"])  # it exists, before any work
 
     # -------------------------------------------------------------------------
-    # Precision, seeds, batch; the resolved config next to the checkpoints.
+    # Precision, seeds, batch.
     # -------------------------------------------------------------------------
     policy = set_precision(config["precision"])
     keras.utils.set_random_seed(config["seed"])
@@ -361,10 +413,6 @@ def run(config):
         tf.config.experimental.enable_op_determinism()
     replicas = strategy.num_replicas_in_sync
     global_batch = config["batch_size"] * replicas
-    run.write_config(config, identity, policy=policy, replicas=replicas,
-                     global_batch=global_batch, classes=class_names,
-                     manifest=run_dir.manifest_summary(manifest))
-    done = run.resume_epoch()
     if done:
         print(f"train: resuming {run.path} from epoch {done} of {config['epochs']}",
               flush=True)
@@ -393,10 +441,21 @@ def run(config):
     # Model and compile, under the strategy's scope.
     # -------------------------------------------------------------------------
     with strategy.scope():
-        network = build_and_compile(config, num_classes, steps)
+        network = compile_network(make_network(config, num_classes, run), config,
+                                  num_classes, steps)
     print(f"train: {config['model']} ({network.count_params():,} parameters), "
           f"{policy}, {replicas} replica(s), global batch {global_batch}, "
           f"{steps} steps per epoch", flush=True)
+
+    # The resolved config next to the checkpoints, once the model is known to build.
+    init_sha256 = None
+    if config["init_from"]:  # which bytes the run started from, kept across resumes
+        init_sha256 = (run.read_config().get("init_from_sha256") if done
+                       else pretrained.sha256(config["init_from"]))
+    run.write_config(config, identity, policy=policy, replicas=replicas,
+                     global_batch=global_batch, classes=class_names,
+                     manifest=run_dir.manifest_summary(manifest),
+                     init_from_sha256=init_sha256)
 
     # -------------------------------------------------------------------------
     # Fit. BackupAndRestore makes the identical command resume.

@@ -55,17 +55,24 @@ class Conv2Plus1D(keras.layers.Layer):
         self.bn_epsilon = bn_epsilon
         t, h, w = self.kernel_size
         st, sh, sw = self.strides
-        conv_padding = "valid" if padding == "symmetric" else padding
+        # Unstrided, "same" is symmetric already (odd kernels); explicit zero
+        # padding only where a stride makes the two differ.
+        spatial_pad = padding == "symmetric" and (sh, sw) != (1, 1)
+        temporal_pad = padding == "symmetric" and st != 1
+        same = "same" if padding == "symmetric" else padding
         self.spatial = layers.Conv3D(self.mid_filters, (1, h, w), strides=(1, sh, sw),
-                                     padding=conv_padding, use_bias=use_bias,
-                                     dtype=self.dtype_policy, name="spatial")
+                                     padding="valid" if spatial_pad else same,
+                                     use_bias=use_bias, dtype=self.dtype_policy,
+                                     name="spatial")
         self.temporal = layers.Conv3D(filters, (t, 1, 1), strides=(st, 1, 1),
-                                      padding=conv_padding, use_bias=use_bias,
-                                      dtype=self.dtype_policy, name="temporal")
+                                      padding="valid" if temporal_pad else same,
+                                      use_bias=use_bias, dtype=self.dtype_policy,
+                                      name="temporal")
         self.spatial_pad = self.temporal_pad = None
-        if padding == "symmetric":
+        if spatial_pad:
             self.spatial_pad = layers.ZeroPadding3D(((0, 0), (h // 2, h // 2), (w // 2, w // 2)),
                                                     dtype=self.dtype_policy, name="spatial_pad")
+        if temporal_pad:
             self.temporal_pad = layers.ZeroPadding3D(((t // 2, t // 2), (0, 0), (0, 0)),
                                                      dtype=self.dtype_policy, name="temporal_pad")
         if mid_norm:

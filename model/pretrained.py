@@ -124,7 +124,7 @@ def build_from_torchvision(name, num_classes, num_frames, image_size, path,
     model = resnets.r2plus1d(num_classes, stages, num_frames=num_frames,
                              image_size=image_size, bn_epsilon=bn_epsilon,
                              input_stats=(resnets.KINETICS_MEAN, resnets.KINETICS_STD),
-                             widths=widths, name=name, **options)
+                             widths=widths, padding="symmetric", name=name, **options)
     keep_head = source_classes == num_classes
     load_torchvision_state(model, state, stages, keep_head=keep_head, path=path)
     print(f"weights: {name} from {path}; "

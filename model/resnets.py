@@ -77,14 +77,13 @@ STEM_CHANNELS = (45, 64)
 
 def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
              width_multiplier=1.0, dropout=0.0, bn_momentum=0.9, bn_epsilon=1e-3,
-             input_stats=None, widths=None, flip=False, name="r2plus1d_18"):
+             input_stats=None, widths=None, padding="same", flip=False, name="r2plus1d_18"):
     """R(2+1)D after Tran et al. 2018, as torchvision's `r2plus1d_18` lays it out.
 
     Stem: a 1x7x7 spatial convolution to 45 channels, then a 3x1x1 temporal
     one to 64, each with BatchNorm and ReLU. Four stages of basic blocks with
     64/128/256/512 channels; stages 2-4 halve time and space. Global average
-    pooling and dense logits. Convolutions pad symmetrically, as PyTorch does,
-    so torchvision's weights compute here what they compute there.
+    pooling and dense logits.
 
     Args:
         num_classes: number of output logits.
@@ -104,6 +103,11 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
         widths: channel counts read from a checkpoint instead of computed:
             `{"stem": (c1, c2), "stages": (c1, .., c4), "mid": {block name:
             (m1, m2)}}`, any part optional. Defaults to None.
+        padding: `"same"`, or `"symmetric"` to pad strided convolutions as
+            PyTorch does, which torchvision's weights need (see
+            `Conv2Plus1D`). `"same"` trains faster on CPUs, where TensorFlow
+            cannot fuse an explicit padding into the convolutions' gradients.
+            Defaults to `"same"`.
         flip: random horizontal flips of the clips in training, on the
             device. Defaults to False.
         name: the model's name.
@@ -123,8 +127,10 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
         mean, std = input_stats
         x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],
                                  name="input_norm")(x)
-    x = layers.ZeroPadding3D(((0, 0), (3, 3), (3, 3)), name="stem_pad")(x)
+    if padding == "symmetric":
+        x = layers.ZeroPadding3D(((0, 0), (3, 3), (3, 3)), name="stem_pad")(x)
     x = layers.Conv3D(stem[0], (1, 7, 7), strides=(1, 2, 2), use_bias=False,
+                      padding="valid" if padding == "symmetric" else "same",
                       name="stem_spatial")(x)
     x = layers.BatchNormalization(name="stem_spatial_bn", **bn)(x)
     x = layers.ReLU(name="stem_spatial_relu")(x)
@@ -137,7 +143,7 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
             block_name = f"stage{stage}_block{block + 1}"
             x = ResidualBlock2Plus1D(channels, strides=2 if stage > 1 and block == 0 else 1,
                                      bn_momentum=bn_momentum, bn_epsilon=bn_epsilon,
-                                     mid_filters=mids.get(block_name), padding="symmetric",
+                                     mid_filters=mids.get(block_name), padding=padding,
                                      name=block_name)(x)
     x = layers.GlobalAveragePooling3D(name="pool")(x)
     if dropout:

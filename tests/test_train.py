@@ -1,6 +1,7 @@
 """train.py end to end on tiny synthetic records: files, metrics, resume, bad input, predict."""
 
 import csv
+import hashlib
 import json
 import os
 import shutil
@@ -16,7 +17,10 @@ import tensorflow as tf
 
 import train
 from conftest import REPO, REAL_CLIPS, assert_one_line_error
+from model import build_model, pretrained
+from model.run_dir import RunDir
 from preprocess import pipeline, synthetic
+from torch_files import save_zip
 
 # Two classes told apart by motion alone: growing against sliding right.
 # Deterministic, so that a rerun on this kind of machine gives the same numbers.
@@ -162,7 +166,21 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--epochs", "0"], "--epochs must be at least 1"),
         (["--records", str(records), "--samples_per_video", "0"],
          "--samples_per_video must be at least 1"),
+        (["--records", str(records), "--learning_rate", "0"], "--learning_rate must be"),
+        (["--records", str(records), "--dropout", "1.5"], "--dropout must be in [0, 1)"),
+        (["--records", str(records), "--warmup_epochs", "3"], "must not exceed --epochs"),
+        (["--records", str(records), "--model", "tutorial", "--image_size", "48"],
+         "drop --width_multiplier"),
+        (["--records", str(records), "--bn_epsilon", "0"], "--bn_epsilon must be positive"),
+        (["--records", str(records), "--init_from", str(tmp_path / "nothing.pth")],
+         "nothing.pth does not exist"),
+        (["--records", str(records), "--init_from", str(REPO / "README.md")],
+         "not a PyTorch checkpoint"),
     ]
+    malicious = REPO.parent / "shared" / "data" / "torch_checkpoints" / "malicious_zip.pth"
+    if malicious.exists():
+        cases.append((["--records", str(records), "--model", "r2plus1d_18", "--init_from",
+                       str(malicious)], "posix.system, which rebuilding tensors never"))
     old = tmp_path / "old"
     shutil.copytree(records, old)
     manifest = json.loads((old / "manifest.json").read_text())
@@ -202,3 +220,77 @@ def test_cli_misuse_and_nan_loss(records, tmp_path):
     assert result.returncode == 3, result.stderr[-2000:]
     assert_one_line_error(result, "epoch 1", "lower --learning_rate")
     assert not (run_dir / "metrics.json").exists()
+
+
+def _small_source(tmp_path, num_classes):
+    """A run folder holding only a `model.keras` of TRAIN_ARGS's architecture."""
+    source = tmp_path / f"source{num_classes}"
+    source.mkdir()
+    network = build_model("r2plus1d_10", num_classes, 8, 48, width_multiplier=0.25)
+    network.save(source / "model.keras")
+    return source
+
+
+def test_init_from_a_run_starts_from_its_weights(records, tmp_path):
+    clips = np.random.default_rng(0).integers(0, 256, (4, 8, 48, 48, 3), dtype=np.uint8)
+    source = _small_source(tmp_path, 2)
+    for init_from in (source, source / "model.keras"):  # a run folder, or a .keras file
+        config = train.resolve_config(["--records", str(records), "--output_dir",
+                                       str(tmp_path / "run"), *TRAIN_ARGS,
+                                       "--init_from", str(init_from)])
+        network = train.make_network(config, 2, RunDir(tmp_path / "run"))
+        expected = keras.saving.load_model(source / "model.keras").predict(clips, verbose=0)
+        np.testing.assert_array_equal(network.predict(clips, verbose=0), expected)
+    # Another architecture is refused by name.
+    config = train.resolve_config(["--records", str(records), "--output_dir",
+                                   str(tmp_path / "run"), *TRAIN_ARGS, "--width_multiplier",
+                                   "0.5", "--init_from", str(source)])
+    with pytest.raises(pretrained.WeightsError, match="--width_multiplier"):
+        train.make_network(config, 2, RunDir(tmp_path / "run"))
+
+
+def test_init_from_another_class_count_trains_a_new_head_and_resumes_without_it(
+        records, tmp_path, capsys):
+    source = _small_source(tmp_path, 5)
+    run_dir = tmp_path / "run"
+    args = ["--init_from", str(source), "--epochs", "1", "--steps_per_epoch", "2"]
+    assert _train(records, run_dir, *args) == 0
+    out = capsys.readouterr().out
+    assert f"from {source}; a new classifier" in out
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["init_from_sha256"] == hashlib.sha256(
+        (source / "model.keras").read_bytes()).hexdigest()
+    trained = keras.saving.load_model(run_dir / "model.keras")
+    assert trained.get_layer("logits").kernel.shape == (trained.get_layer("pool")
+                                                         .output.shape[-1], 2)
+    # The identical command resumes from the run's own checkpoint: the source
+    # is not read again (it is gone), and its hash stays on record.
+    shutil.rmtree(source)
+    assert _train(records, run_dir, *args) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "weights:" not in out
+    assert json.loads((run_dir / "config.json").read_text())["init_from_sha256"] == \
+        config["init_from_sha256"]
+
+
+def test_init_from_torchvision_weights_fine_tunes(records, tmp_path, capsys):
+    recipe = REPO.parent / "shared" / "data" / "torchvision_r2plus1d_18"
+    if not recipe.is_dir():
+        pytest.skip(f"the torchvision recipe is not at {recipe}")
+    sys.path.insert(0, str(recipe))
+    try:
+        from make_state_dict import make_state_dict
+    finally:
+        sys.path.remove(str(recipe))
+    checkpoint = save_zip(make_state_dict(), tmp_path / "r2plus1d_18.pth")
+    run_dir = tmp_path / "run"
+    assert train.main(["--records", str(records), "--output_dir", str(run_dir),
+                       "--preset", "r2plus1d_18_kinetics", "--init_from", str(checkpoint),
+                       "--num_frames", "4", "--image_size", "48", "--batch_size", "4",
+                       "--epochs", "1", "--steps_per_epoch", "1", "--eval_clips", "1",
+                       "--eval_crops", "1", "--precision", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "a new 2-class classifier (the checkpoint has 400 classes)" in out
+    trained = keras.saving.load_model(run_dir / "model.keras")
+    assert trained.get_layer("input_norm") is not None  # Kinetics statistics inside
+    assert trained.get_layer("stage1_block1").bn1.epsilon == 1e-5
