@@ -312,14 +312,13 @@ def clip_specs(config):
 
 def make_network(config, num_classes, run):
     """The network a run trains: fresh, from --init_from, or a resumed run's own."""
-    import keras
 
     import model as models
     from model import pretrained
-    if run.resume_epoch() and os.path.exists(run.last_checkpoint):
+    if run.resume_epoch() and os.path.exists(run.architecture):
         # BackupAndRestore restores the weights and optimizer; the architecture
-        # comes from the run's own checkpoint, so --init_from is not read again.
-        return keras.saving.load_model(run.last_checkpoint, compile=False)
+        # is the run's own, so --init_from is not read again.
+        return run.read_architecture()
     options = {} if config["model"] == "tutorial" else dict(
         width_multiplier=config["width_multiplier"], dropout=config["dropout"])
     if config["bn_epsilon"] is not None:
@@ -456,6 +455,7 @@ def run(config):
                      global_batch=global_batch, classes=class_names,
                      manifest=run_dir.manifest_summary(manifest),
                      init_from_sha256=init_sha256)
+    run.write_architecture(network)
 
     # -------------------------------------------------------------------------
     # Fit. BackupAndRestore makes the identical command resume.

@@ -2,6 +2,7 @@
 
     runs/r18/
         config.json            every resolved option, the run's identity, versions
+        architecture.json      the network's Keras config, which a resumed run rebuilds
         checkpoints/last.keras, checkpoints/best.keras
         backup/                Keras BackupAndRestore state (resume after a kill)
         logs/                  TensorBoard
@@ -45,6 +46,7 @@ class RunDir:
         self.path = str(path)
         join = lambda *names: os.path.join(self.path, *names)  # noqa: E731
         self.config = join("config.json")
+        self.architecture = join("architecture.json")
         self.checkpoints = join("checkpoints")
         self.last_checkpoint = join("checkpoints", "last.keras")
         self.best_checkpoint = join("checkpoints", "best.keras")
@@ -96,6 +98,21 @@ class RunDir:
                               "train.py wrote")
         with open(self.config) as handle:
             return json.load(handle)
+
+    def write_architecture(self, model):
+        """Writes the model's architecture; atomically, since a kill may come at any time."""
+        partial = self.architecture + ".partial"
+        with open(partial, "w") as handle:
+            handle.write(model.to_json())
+        os.replace(partial, self.architecture)
+
+    def read_architecture(self):
+        """The model `write_architecture` described, with fresh weights."""
+        import keras
+
+        import model.layers  # noqa: F401  registers our layers
+        with open(self.architecture) as handle:
+            return keras.models.model_from_json(handle.read())
 
     def resume_epoch(self):
         """The number of epochs the `BackupAndRestore` backup has completed (0: none)."""

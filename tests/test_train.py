@@ -63,7 +63,8 @@ def finished_run(records, tmp_path_factory):
 @pytest.mark.slow
 def test_run_writes_every_file_and_learns(finished_run):
     run = finished_run
-    for name in ("config.json", "history.csv", "metrics.json", "learning_curves.png",
+    for name in ("config.json", "architecture.json", "history.csv", "metrics.json",
+                 "learning_curves.png",
                  "confusion_matrix.png", "model.keras", "classes.json",
                  "checkpoints/last.keras", "checkpoints/best.keras",
                  "saved_model/saved_model.pb"):
