@@ -83,6 +83,8 @@ BASE = dict(
     val_split="val",          # falls back to test when the records have no val
     test_split="test",        # falls back to val when the records have no test
     skip_corrupt=False,
+    precise_bn_batches=200,   # training batches that re-estimate BatchNorm statistics
+    eval_checkpoint="last",   # the model evaluated and exported: last, or best on val
     init_from=None,           # weights to start from: torchvision .pth, .keras, run folder
     bn_epsilon=None,          # None: 1e-3, or PyTorch's 1e-5 with torchvision weights
 )
@@ -142,6 +144,16 @@ def build_parser():
         help="make a rerun bit-exact (deterministic ops and input order; slower)")
     add("--eval_clips", type=int, help="clips per test video, averaged")
     add("--eval_crops", type=int, choices=(1, 3), help="crops per evaluation clip")
+    add("--precise_bn_batches", type=int,
+        help="before each validation, the final evaluation and export, recompute every "
+             "BatchNorm's statistics over this many training batches (at most one pass) "
+             "with the current weights, as PySlowFast's precise BN; 0 keeps Keras's "
+             "moving averages, which lag weights that still move")
+    add("--eval_checkpoint", choices=("last", "best"),
+        help="the model evaluated on the test split and exported: the last epoch's, or "
+             "the best on validation accuracy. Last, because with precise BN its "
+             "statistics are sound, while picking the best of many epochs on a small "
+             "validation split rewards noise")
     add("--train_split", help="split to train on")
     add("--val_split", help="split to validate on each epoch (test when missing)")
     add("--test_split", help="split of the final evaluation (val when missing)")
@@ -188,6 +200,7 @@ def check_config(config):
         (config["step_jitter"] >= 0, "--step_jitter must not be negative"),
         (config["samples_per_video"] >= 1, "--samples_per_video must be at least 1"),
         (config["eval_clips"] >= 1, "--eval_clips must be at least 1"),
+        (config["precise_bn_batches"] >= 0, "--precise_bn_batches must be 0 (off) or more"),
         (config["model"] != "tutorial" or (config["width_multiplier"] == 1.0
                                            and config["dropout"] == 0.0),
          "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
@@ -280,6 +293,10 @@ def check_records(config):
         raise TrainError(f"{records} has no {config['test_split']} or {config['val_split']} "
                          "split with videos to evaluate on; preprocess with one (e.g. "
                          "--per_class train=30,val=10,test=10)")
+    if config["eval_checkpoint"] == "best" and val_split in (None, test_split):
+        raise TrainError(f"--eval_checkpoint best needs a validation split apart from the "
+                         f"{test_split} split, and {records} has none; use "
+                         "--eval_checkpoint last or preprocess with a val split")
     smallest_side = min((min(size) for size in manifest["geometry"]["frame_sizes"]),
                         default=0)
     if config["image_size"] > smallest_side:
@@ -308,6 +325,26 @@ def clip_specs(config):
     test = dataclasses.replace(evaluation, num_clips=config["eval_clips"],
                                num_crops=config["eval_crops"])
     return train, evaluation, test
+
+
+def make_datasets(config, train_spec, val_spec, val_split, num_classes, global_batch):
+    """Training and validation batches with one-hot labels, and training clips for precise BN."""
+    import tensorflow as tf
+
+    from preprocess import reader
+    read = dict(batch_size=global_batch, skip_corrupt=config["skip_corrupt"])
+
+    def one_hot(clips, labels):
+        return clips, tf.one_hot(labels, num_classes)
+
+    def train_batches():
+        return reader.make_dataset(config["records"], config["train_split"], train_spec,
+                                   repeat=True, seed=config["seed"],
+                                   deterministic=config["deterministic"] or None, **read)
+
+    val_ds = val_split and reader.make_dataset(config["records"], val_split, val_spec,
+                                               **read).map(one_hot)
+    return train_batches().map(one_hot), val_ds or None, train_batches()
 
 
 def make_network(config, num_classes, run):
@@ -366,10 +403,11 @@ def evaluate(network, config, spec, test_split, class_names, global_batch):
     return evaluation.classification_report(clip_probs, clip_labels, video_ids, class_names)
 
 
-def write_reports(run, test_split, report, confusion, class_names, training_facts):
+def write_reports(run, test_split, report, confusion, class_names, training_facts,
+                  evaluated):
     """`metrics.json`, the learning curves and the confusion matrix."""
     from model import evaluation
-    metrics = {test_split: report, "training": training_facts}
+    metrics = {test_split: report, "training": training_facts, "evaluated": evaluated}
     with open(run.metrics, "w") as handle:
         json.dump(metrics, handle, indent=2)
     evaluation.plot_learning_curves(run.history, run.learning_curves)
@@ -386,9 +424,9 @@ def run(config):
     import tensorflow as tf
 
     from model import export, pretrained, run_dir, training
+    from model.precise_bn import PreciseBatchNorm
     from model.precision import set_precision
     from model.run_dir import RunDir
-    from preprocess import reader
 
     # -------------------------------------------------------------------------
     # Check everything before any work: strategy, records, run folder.
@@ -421,20 +459,12 @@ def run(config):
     # -------------------------------------------------------------------------
     train_spec, val_spec, test_spec = clip_specs(config)
     num_classes = len(class_names)
-
-    def one_hot(clips, labels):
-        return clips, tf.one_hot(labels, num_classes)
-
-    read = dict(batch_size=global_batch, skip_corrupt=config["skip_corrupt"])
-    train_ds = reader.make_dataset(
-        config["records"], config["train_split"], train_spec, repeat=True,
-        seed=config["seed"], deterministic=config["deterministic"] or None, **read,
-    ).map(one_hot)
-    val_ds = val_split and reader.make_dataset(config["records"], val_split, val_spec,
-                                               **read).map(one_hot)
-    steps = config["steps_per_epoch"] or training.steps_for(
+    train_ds, val_ds, bn_ds = make_datasets(config, train_spec, val_spec, val_split,
+                                            num_classes, global_batch)
+    steps_per_pass = training.steps_for(
         manifest["splits"][config["train_split"]]["num_videos"]
         * config["samples_per_video"], global_batch)
+    steps = config["steps_per_epoch"] or steps_per_pass
 
     # -------------------------------------------------------------------------
     # Model and compile, under the strategy's scope.
@@ -446,46 +476,79 @@ def run(config):
           f"{policy}, {replicas} replica(s), global batch {global_batch}, "
           f"{steps} steps per epoch", flush=True)
 
-    # The resolved config next to the checkpoints, once the model is known to build.
-    init_sha256 = None
-    if config["init_from"]:  # which bytes the run started from, kept across resumes
-        init_sha256 = (run.read_config().get("init_from_sha256") if done
-                       else pretrained.sha256(config["init_from"]))
-    run.write_config(config, identity, policy=policy, replicas=replicas,
-                     global_batch=global_batch, classes=class_names,
-                     manifest=run_dir.manifest_summary(manifest),
-                     init_from_sha256=init_sha256)
+    record_run(run, config, identity, done, policy=policy, replicas=replicas,
+               global_batch=global_batch, classes=class_names,
+               manifest=run_dir.manifest_summary(manifest))
     run.write_architecture(network)
 
     # -------------------------------------------------------------------------
-    # Fit. BackupAndRestore makes the identical command resume.
+    # Fit. BackupAndRestore makes the identical command resume; precise BN
+    # statistics before each validation make its numbers mean what they say.
     # -------------------------------------------------------------------------
+    precise = PreciseBatchNorm(network, bn_ds, min(config["precise_bn_batches"],
+                                                        steps_per_pass))
     started = time.time()
     history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
-                          validation_data=val_ds or None,
+                          validation_data=val_ds,
                           shuffle=False,  # the reader shuffles
-                          callbacks=training.make_callbacks(run),
+                          callbacks=[precise, *training.make_callbacks(run)],
                           verbose=1 if sys.stdout.isatty() else 2)
     epochs, seconds = len(history.epoch), time.time() - started
 
     # -------------------------------------------------------------------------
     # Evaluate (several clips per test video, averaged), report, export.
     # -------------------------------------------------------------------------
+    network, evaluated = model_to_evaluate(network, config, run, precise)
     report, confusion = evaluate(network, config, test_spec, test_split, class_names,
                                  global_batch)
     metrics = write_reports(run, test_split, report, confusion, class_names, {
         "epochs_this_run": epochs, "seconds_this_run": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None})
+        "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None,
+        "precise_bn_seconds": [round(s, 2) for s in precise.seconds]}, evaluated)
     export.export_model(network, run, class_names, config["num_frames"],
                         config["image_size"])
+    print_summary(run, test_split, report, evaluated)
+    return metrics
+
+
+def record_run(run, config, identity, resuming, **facts):
+    """The resolved config next to the checkpoints, once the model is known to build."""
+    from model import pretrained
+    init_sha256 = None
+    if config["init_from"]:  # which bytes the run started from, kept across resumes
+        init_sha256 = (run.read_config().get("init_from_sha256") if resuming
+                       else pretrained.sha256(config["init_from"]))
+    run.write_config(config, identity, init_from_sha256=init_sha256, **facts)
+
+
+def model_to_evaluate(network, config, run, precise):
+    """The last model with precise BatchNorm statistics, or the best on validation.
+
+    Returns:
+        `(model, facts for metrics.json)`.
+    """
+    import keras
+
+    from model import evaluation
+    if config["eval_checkpoint"] == "best":
+        epoch = evaluation.best_epoch(run.history, "val_accuracy")
+        # Saved after its validation, so with the statistics that validation used.
+        return (keras.saving.load_model(run.best_checkpoint, compile=False),
+                {"checkpoint": "best", "epoch": epoch})
+    precise()  # nothing to do if the last validation already saw these weights
+    return network, {"checkpoint": "last", "epoch": config["epochs"],
+                     "precise_bn_batches": precise.num_batches if precise.layers else 0}
+
+
+def print_summary(run, test_split, report, evaluated):
     print(f"train: {test_split} video accuracy {report['accuracy']:.3f} "
           f"(clip {report['clip_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f}, "
           f"mean class {report['mean_class_accuracy']:.3f}) over {report['num_videos']} "
-          f"videos", flush=True)
+          f"videos, {evaluated['checkpoint']} model (epoch {evaluated['epoch']})",
+          flush=True)
     print(f"train: metrics {run.metrics}", flush=True)
     print(f"train: plots {run.learning_curves}, {run.confusion_matrix}", flush=True)
     print(f"train: model {run.model} and {run.saved_model}", flush=True)
-    return metrics
 
 
 if __name__ == "__main__":

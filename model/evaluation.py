@@ -84,16 +84,29 @@ def _maybe(value):
     return None if value is None else float(value)
 
 
+def read_history(history_csv):
+    """`{epoch (from 0): row}` of `history.csv`; a resumed run appends, the last row wins."""
+    with open(history_csv) as handle:
+        return collections.OrderedDict((int(row["epoch"]), row)
+                                       for row in csv.DictReader(handle))
+
+
+def best_epoch(history_csv, metric="val_accuracy"):
+    """The epoch (from 1) of the highest `metric`, the first of ties, as ModelCheckpoint keeps."""
+    by_epoch = read_history(history_csv)
+    scores = {epoch: float(row[metric]) for epoch, row in by_epoch.items()
+              if row.get(metric) not in (None, "")}
+    return max(scores, key=lambda e: (scores[e], -e)) + 1 if scores else None
+
+
 def plot_learning_curves(history_csv, path):
     """Loss and accuracy per epoch, training against validation, from `history.csv`."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open(history_csv) as handle:
-        rows = list(csv.DictReader(handle))
-    # A resumed run appends; keep the last row of each epoch.
-    by_epoch = collections.OrderedDict((int(row["epoch"]), row) for row in rows)
+    by_epoch = read_history(history_csv)
+    rows = list(by_epoch.values())
     epochs = [e + 1 for e in by_epoch]
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for axis, metric in zip(axes, ("loss", "accuracy")):

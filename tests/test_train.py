@@ -17,7 +17,7 @@ import tensorflow as tf
 
 import train
 from conftest import REPO, REAL_CLIPS, assert_one_line_error
-from model import build_model, pretrained
+from model import build_model, evaluation, pretrained
 from model.run_dir import RunDir
 from preprocess import pipeline, synthetic
 from torch_files import save_zip
@@ -80,7 +80,15 @@ def test_run_writes_every_file_and_learns(finished_run):
     assert [int(row["epoch"]) for row in history] == list(range(15))
     assert float(history[-1]["loss"]) < 0.5 * float(history[0]["loss"])
 
-    metrics = json.loads((run / "metrics.json").read_text())["test"]
+    # Precise BN before each of the 15 validations, over one pass of the
+    # training split (56 videos, batch 8: 7 batches, fewer than the default
+    # 200); the final evaluation had nothing left to do, its weights being
+    # those of the last validation.
+    everything = json.loads((run / "metrics.json").read_text())
+    assert everything["evaluated"] == {"checkpoint": "last", "epoch": 15,
+                                       "precise_bn_batches": 7}
+    assert len(everything["training"]["precise_bn_seconds"]) == 15
+    metrics = everything["test"]
     for key in ("accuracy", "clip_accuracy", "top5_accuracy", "mean_class_accuracy"):
         assert 0 <= metrics[key] <= 1
     assert metrics["num_videos"] == 16 and metrics["num_clips"] == 32
@@ -173,6 +181,9 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--model", "tutorial", "--image_size", "48"],
          "drop --width_multiplier"),
         (["--records", str(records), "--bn_epsilon", "0"], "--bn_epsilon must be positive"),
+        (["--records", str(records), "--precise_bn_batches", "-1"], "--precise_bn_batches"),
+        (["--records", str(records), "--eval_checkpoint", "best", "--val_split", "test"],
+         "--eval_checkpoint best needs a validation split"),
         (["--records", str(records), "--init_from", str(tmp_path / "nothing.pth")],
          "nothing.pth does not exist"),
         (["--records", str(records), "--init_from", str(REPO / "README.md")],
@@ -295,3 +306,19 @@ def test_init_from_torchvision_weights_fine_tunes(records, tmp_path, capsys):
     trained = keras.saving.load_model(run_dir / "model.keras")
     assert trained.get_layer("input_norm") is not None  # Kinetics statistics inside
     assert trained.get_layer("stage1_block1").bn1.epsilon == 1e-5
+
+
+def test_eval_checkpoint_best_evaluates_the_best_validated_model(records, tmp_path):
+    run_dir = tmp_path / "run"
+    assert _train(records, run_dir, "--epochs", "3", "--steps_per_epoch", "3",
+                  "--eval_checkpoint", "best") == 0
+    history = evaluation.read_history(run_dir / "history.csv")
+    scores = [float(row["val_accuracy"]) for row in history.values()]
+    evaluated = json.loads((run_dir / "metrics.json").read_text())["evaluated"]
+    assert evaluated == {"checkpoint": "best", "epoch": scores.index(max(scores)) + 1}
+    # The exported model is that checkpoint.
+    clips = np.random.default_rng(0).integers(0, 256, (2, 8, 48, 48, 3), dtype=np.uint8)
+    best = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    exported = keras.saving.load_model(run_dir / "model.keras")
+    np.testing.assert_array_equal(exported.predict(clips, verbose=0),
+                                  best.predict(clips, verbose=0))
