@@ -192,8 +192,8 @@ class RandomFlipClips(keras.layers.Layer):
 
     Keras's advice for cheap augmentation: put it in the model, where it runs on
     the accelerator beside the convolutions, instead of spending input-pipeline
-    CPU on it (a flip costs a quarter of a 224x224 clip's JPEG decodes there).
-    Every frame of a clip flips together. Inactive at inference.
+    CPU on it, which the JPEG decodes need. Every frame of a clip flips
+    together. Inactive at inference.
 
     Args:
         seed: seed of the flips, or None to draw from Keras's global seed.

@@ -56,20 +56,20 @@ class PreprocessOptions(PipelineOptions):
                             help="where to write <split>/ shards, manifest.json, "
                                  "failures.jsonl (local or gs://)")
         parser.add_argument("--overwrite", action="store_true",
-                            help="replace records already in --output_dir")
+                            help="replace records already in --output_dir (default: refuse)")
         group = parser.add_argument_group("splits")
         group.add_argument("--split_lists",
                            help="folder or zip with classInd.txt, trainlist0K.txt, "
-                                "testlist0K.txt")
+                                "testlist0K.txt (default: none)")
         group.add_argument("--split_index", type=int, default=1,
                            help="which official split, 1-3 (default 1)")
         group.add_argument("--per_class",
                            help="group-aware subset, clips per class and split, "
-                                "e.g. train=30,val=10,test=10")
+                                "e.g. train=30,val=10,test=10 (default: none)")
         group.add_argument("--num_classes", type=int,
-                           help="use the first N classes in sorted order")
+                           help="use the first N classes in sorted order (default: all)")
         group.add_argument("--classes",
-                           help="comma-separated class names to use")
+                           help="comma-separated class names to use (default: all)")
         group.add_argument("--seed", type=int, default=0,
                            help="seed of the subset draw (default 0)")
         group = parser.add_argument_group("frames")
@@ -88,7 +88,7 @@ class PreprocessOptions(PipelineOptions):
         group.add_argument("--jpeg_quality", type=int, default=90,
                            help="JPEG quality 1-100 (default 90)")
         group.add_argument("--num_shards", type=int, default=0,
-                           help="shards per split; 0 sizes them to ~150 MB")
+                           help="shards per split; 0 sizes them to ~150 MB (default: 0)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,48 +252,14 @@ def plan_tasks(args):
         raise PreprocessError(
             f"no UCF101 videos (v_<Class>_gNN_cNN.avi) found in {args.source}; "
             "point --source at the UCF101 folder, zip or URL")
-    wanted_classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-
-    if args.split_lists and args.per_class:
-        raise PreprocessError("pass either --split_lists or --per_class, not both")
-    if args.split_lists:
-        classes, assignment = splits.load_official_splits(args.split_lists,
-                                                          args.split_index)
-        if wanted_classes or args.num_classes:
-            classes = splits.select_classes(classes, num_classes=args.num_classes,
-                                            classes=wanted_classes)
-        spec = {"kind": "official", "split_lists": args.split_lists,
-                "split_index": args.split_index}
-        chosen = [v for v in videos if v.video_id in assignment
-                  and v.class_name in classes]
-        listed = sum(1 for vid in assignment if vid.split("_")[1] in classes)
-        if not chosen:
-            raise PreprocessError(
-                f"none of the {listed} videos in the split lists is in {args.source}; "
-                "check that --source and --split_lists belong together")
-        split_of = {v.video_id: assignment[v.video_id] for v in chosen}
-        spec["missing_from_source"] = listed - len(chosen)
-    else:
-        if args.per_class:
-            per_class = splits.parse_per_class(args.per_class)
-            classes, split_of = splits.draw_subset(
-                videos, per_class, num_classes=args.num_classes,
-                classes=wanted_classes, seed=args.seed)
-            spec = {"kind": "subset", "per_class": per_class, "seed": args.seed,
-                    "num_classes": len(classes)}
-        else:
-            classes = splits.select_classes(
-                sorted({v.class_name for v in videos}),
-                num_classes=args.num_classes, classes=wanted_classes)
-            in_folders = any(v.folder_split for v in videos)
-            split_of = {v.video_id: (v.folder_split if in_folders else "all")
-                        for v in videos
-                        if v.class_name in classes and (v.folder_split or not in_folders)}
-            spec = {"kind": "folders" if in_folders else "all"}
-        chosen = [v for v in videos if v.video_id in split_of]
+    classes, split_of, spec = splits.assign_splits(
+        videos, split_lists=args.split_lists, split_index=args.split_index,
+        per_class=args.per_class, num_classes=args.num_classes,
+        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        seed=args.seed, source_name=args.source)
     label_of = {name: index for index, name in enumerate(classes)}
     tasks = [VideoTask(v, split_of[v.video_id], label_of[v.class_name])
-             for v in chosen]
+             for v in videos if v.video_id in split_of]
     return classes, tasks, spec, ignored
 
 
@@ -308,8 +274,9 @@ def print_counters(result):
 
 def estimate_num_shards(num_videos, args):
     """Shards for a split so that each holds roughly 150 MB of JPEG frames."""
-    height, width = video.resized_shape(240, 320, args.resize, args.image_size)
-    frames = _EXPECTED_SECONDS * (args.fps or 25.0)
+    height, width = video.resized_shape(*video.UCF101_FRAME_SIZE, args.resize,
+                                        args.image_size)
+    frames = _EXPECTED_SECONDS * (args.fps or video.UCF101_FPS)
     if args.max_frames:
         frames = min(frames, args.max_frames)
     total = num_videos * frames * height * width * _JPEG_BYTES_PER_PIXEL
@@ -393,6 +360,12 @@ def check_args(args):
         raise PreprocessError(f"--max_frames must be positive, not {args.max_frames}")
     if args.num_shards < 0:
         raise PreprocessError(f"--num_shards must be 0 (auto) or more, not {args.num_shards}")
+    if args.num_classes is not None and args.num_classes < 1:
+        raise PreprocessError(f"--num_classes must be at least 1, not {args.num_classes}")
+    if args.split_index not in (1, 2, 3):
+        raise PreprocessError(f"--split_index must be 1, 2 or 3, not {args.split_index}")
+    if args.split_lists and args.per_class:
+        raise PreprocessError("pass either --split_lists or --per_class, not both")
 
 
 def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
@@ -446,8 +419,23 @@ def run(argv=None):
 
 
 def finish(args, classes, selected, split_spec, ignored, started, seconds):
-    """Reads back what the pipeline wrote, checks nothing was lost, builds the manifest."""
+    """Checks that nothing was lost, then builds the manifest."""
+    summary, failures = read_job_outputs(args.output_dir)
+    split_info = verify_splits(args.output_dir, classes, selected, summary, failures)
+    total = sum(selected.values())
     out = args.output_dir
+    print(f"preprocess: {total} videos in {seconds:.1f} s "
+          f"({total / max(seconds, 1e-9):.2f} videos/s); manifest at "
+          f"{FileSystems.join(out, manifest_lib.MANIFEST_NAME)}", flush=True)
+    if failures:
+        print(f"preprocess: {len(failures)} videos failed; see "
+              f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
+    return build_manifest(args, classes, split_spec, split_info, summary, ignored,
+                          started, seconds)
+
+
+def read_job_outputs(out):
+    """The pipeline's summary (then removed) and failure records, and Beam's temp cleaned."""
     summary_path = FileSystems.join(out, _SUMMARY_NAME + ".json")
     with FileSystems.open(summary_path) as handle:
         summary = json.loads(handle.read().decode("utf-8") or "{}")
@@ -456,7 +444,16 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
     with FileSystems.open(FileSystems.join(out, manifest_lib.FAILURES_NAME)) as handle:
         failures = [json.loads(line) for line in handle.read().decode("utf-8").splitlines()
                     if line.strip()]
+    return summary, failures
 
+
+def verify_splits(out, classes, selected, summary, failures):
+    """Per split: `written + failed == selected`, counted from the shards themselves.
+
+    Returns:
+        The manifest's `splits` entry. Raises `PreprocessError` when counts do
+        not add up.
+    """
     written_per_class = collections.defaultdict(dict)
     for split, cls, count in summary.get("videos", []):
         written_per_class[split][cls] = count
@@ -490,13 +487,12 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
     if problems:
         raise PreprocessError(f"video counts do not add up in {', '.join(problems)}; "
                               "the records are incomplete, run again with --overwrite")
-    total = sum(selected.values())
-    print(f"preprocess: {total} videos in {seconds:.1f} s "
-          f"({total / max(seconds, 1e-9):.2f} videos/s); manifest at "
-          f"{FileSystems.join(out, manifest_lib.MANIFEST_NAME)}", flush=True)
-    if failures:
-        print(f"preprocess: {len(failures)} videos failed; see "
-              f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
+    return split_info
+
+
+def build_manifest(args, classes, split_spec, split_info, summary, ignored, started,
+                   seconds):
+    """`manifest.json`: what was written, how, and from what."""
     return {
         "schema_version": schema.SCHEMA_VERSION,
         "package_version": __version__,

@@ -107,17 +107,3 @@ def parse_video_example(serialized):
         context_features=CONTEXT_FEATURES,
         sequence_features=SEQUENCE_FEATURES)
     return {**context, IMAGE_ENCODED: sequence[IMAGE_ENCODED]}
-
-
-def decode_frames(encoded_frames, indices):
-    """JPEG-decodes the frames at `indices` into uint8 `[len(indices), H, W, 3]`.
-
-    Args:
-        encoded_frames: string tensor `[num_frames]` from `parse_video_example`.
-        indices: int tensor `[n]` of frame positions; only these are decoded.
-    """
-    chosen = tf.gather(encoded_frames, indices)
-    return tf.map_fn(
-        lambda jpeg: tf.io.decode_jpeg(jpeg, channels=3),
-        chosen,
-        fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))

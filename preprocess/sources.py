@@ -47,6 +47,12 @@ class VideoRef:
     folder_split: str = None
 
 
+def parse_ucf101_name(video_id):
+    """`(class, group, clip)` of a UCF101 name like `v_Shotput_g05_c02`, or None."""
+    match = _UCF_NAME.match(video_id)
+    return (match["cls"], int(match["group"]), int(match["clip"])) if match else None
+
+
 def video_ref(location):
     """A `VideoRef` for a path or member name, or None if it is not a UCF101 video."""
     parts = [p for p in re.split(r"[\\/]", location) if p]
@@ -55,13 +61,13 @@ def video_ref(location):
     stem, ext = os.path.splitext(parts[-1])
     if ext.lower() not in VIDEO_EXTENSIONS:
         return None
-    match = _UCF_NAME.match(stem)
-    if not match:
+    name = parse_ucf101_name(stem)
+    if name is None:
         return None
     folder_split = next((p for p in parts[:-1] if p in SPLIT_FOLDERS), None)
-    return VideoRef(location=location, video_id=stem,
-                    class_name=match["cls"], group=int(match["group"]),
-                    clip=int(match["clip"]), folder_split=folder_split)
+    class_name, group, clip = name
+    return VideoRef(location=location, video_id=stem, class_name=class_name, group=group,
+                    clip=clip, folder_split=folder_split)
 
 
 def is_safe_member(name):

@@ -13,7 +13,7 @@ import os
 import random
 
 from preprocess.errors import UserError
-from preprocess.sources import SourceError, open_source
+from preprocess.sources import SourceError, open_source, parse_ucf101_name
 
 
 class SplitError(UserError):
@@ -99,6 +99,46 @@ def load_official_splits(split_lists, split_index):
             assignment[video_id] = split
     source.close()
     return classes, assignment
+
+
+def assign_splits(videos, *, split_lists=None, split_index=1, per_class=None,
+                  num_classes=None, classes=None, seed=0, source_name="the source"):
+    """Chooses the split of every video, by the first of these that applies:
+    UCF101's official lists (`split_lists`), a seeded group-aware subset
+    (`per_class`), the source's own split folders, or one split `all`.
+
+    Returns:
+        `(classes in label order, {video_id: split}, spec for the manifest)`.
+    """
+    if split_lists and per_class:
+        raise SplitError("pass either --split_lists or --per_class, not both")
+    if split_lists:
+        official, assignment = load_official_splits(split_lists, split_index)
+        if classes or num_classes:
+            official = select_classes(official, num_classes=num_classes, classes=classes)
+        chosen = {v.video_id: assignment[v.video_id] for v in videos
+                  if v.video_id in assignment and v.class_name in official}
+        listed = sum(1 for video_id in assignment
+                     if (parse_ucf101_name(video_id) or ("",))[0] in official)
+        if not chosen:
+            raise SplitError(f"none of the {listed} videos in the split lists is in "
+                             f"{source_name}; check that --source and --split_lists "
+                             "belong together")
+        return official, chosen, {"kind": "official", "split_lists": split_lists,
+                                  "split_index": split_index,
+                                  "missing_from_source": listed - len(chosen)}
+    if per_class:
+        counts = parse_per_class(per_class)
+        drawn, split_of = draw_subset(videos, counts, num_classes=num_classes,
+                                      classes=classes, seed=seed)
+        return drawn, split_of, {"kind": "subset", "per_class": counts, "seed": seed,
+                                 "num_classes": len(drawn)}
+    kept = select_classes(sorted({v.class_name for v in videos}),
+                          num_classes=num_classes, classes=classes)
+    in_folders = any(v.folder_split for v in videos)
+    split_of = {v.video_id: (v.folder_split if in_folders else "all") for v in videos
+                if v.class_name in kept and (v.folder_split or not in_folders)}
+    return kept, split_of, {"kind": "folders" if in_folders else "all"}
 
 
 def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):

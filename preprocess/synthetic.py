@@ -133,11 +133,16 @@ def write_dataset(output_dir, *, classes=MOTION_CLASSES, groups=4, clips_per_gro
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m preprocess.synthetic",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--groups", type=int, default=4)
-    parser.add_argument("--clips_per_group", type=int, default=3)
-    parser.add_argument("--num_frames", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output_dir", required=True,
+                        help="where to write UCF101/<video>.avi")
+    parser.add_argument("--groups", type=int, default=4,
+                        help="groups (scenes) per class (default: 4)")
+    parser.add_argument("--clips_per_group", type=int, default=3,
+                        help="clips per group (default: 3)")
+    parser.add_argument("--num_frames", type=int, default=50,
+                        help="frames per video, at 25 fps (default: 50)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the scenes and motions (default: 0)")
     args = parser.parse_args(argv)
     paths = write_dataset(args.output_dir, groups=args.groups,
                           clips_per_group=args.clips_per_group,

@@ -10,6 +10,11 @@ import numpy as np
 from preprocess.errors import UserError
 
 RESIZE_POLICIES = ("short_side", "pad")
+# UCF101's frames and rate: every one of its videos is 320x240 at 25 fps. Assumed
+# where nothing better is known: a container that reports no rate, and shard
+# sizes estimated before any video is decoded.
+UCF101_FRAME_SIZE = (240, 320)
+UCF101_FPS = 25.0
 
 
 class VideoDecodeError(UserError):
@@ -47,8 +52,8 @@ class VideoFile:
             self._capture.release()
             raise VideoDecodeError("OpenCV cannot open it as a video")
         rate = self._capture.get(cv2.CAP_PROP_FPS)
-        # A container that reports no rate is taken to be UCF101's 25 fps.
-        self.source_fps = float(rate) if rate and np.isfinite(rate) and rate > 0 else 25.0
+        self.source_fps = (float(rate) if rate and np.isfinite(rate) and rate > 0
+                           else UCF101_FPS)
         # The container's own frame count, when it has one, reveals truncated files.
         self.reported_frames = max(0, int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT)))
 
@@ -90,13 +95,6 @@ class VideoFile:
         if not capped and index < self.reported_frames - max(2, 0.05 * self.reported_frames):
             raise VideoDecodeError(f"only {index} of the {self.reported_frames} frames "
                                    "the file declares decode; it is truncated or corrupt")
-
-
-def decode_video(path, *, fps=None, max_frames=None):
-    """Decodes a whole video: `(uint8 RGB [num_frames, H, W, 3], stored fps)`."""
-    with VideoFile(path) as video:
-        frames = np.stack(list(video.frames(fps=fps, max_frames=max_frames)))
-        return frames, video.stored_fps(fps)
 
 
 def resized_shape(height, width, policy, image_size):

@@ -170,15 +170,18 @@ def main(argv=None):
                         help="the reader's training crops (default: plain random)")
     parser.add_argument("--cpu_flip", action="store_true",
                         help="the reader flips clips too (train.py leaves flips to the "
-                             "model, on the device)")
+                             "model, on the device; default: off)")
     parser.add_argument("--samples_per_video", type=int, default=1,
                         help="the reader's training clips per video read (repeated "
-                             "augmentation)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="length of one timing")
+                             "augmentation; default: 1)")
+    parser.add_argument("--seconds", type=float, default=5.0,
+                        help="length of one timing (default: 5.0)")
     parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds pulled before each timing, for tf.data's autotuning")
+                        help="seconds pulled before each timing, for tf.data's autotuning "
+                             "(default: 2.0)")
     parser.add_argument("--rounds", type=int, default=3,
-                        help="timings of each pipeline, taking turns; medians are reported")
+                        help="timings of each pipeline, taking turns; medians are reported "
+                             "(default: 3)")
     args = parser.parse_args(argv)
 
     manifest = manifest_lib.read_manifest(args.records)
@@ -204,8 +207,7 @@ def main(argv=None):
     figures.update(medians)
     print(f"reader:    {figures['reader']:8.1f} clips/s (median of {args.rounds} timings)")
     print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
-    # Last: whatever ran after the generator ran slower (the reader, 468 to
-    # about 290 clips/s), whether from OpenCV's threads or from its own.
+    # Last: pipelines timed after the generator ran slower (BENCHMARKS.md).
     if os.path.isdir(manifest["source"]):
         paths, labels = source_paths(manifest, args.split, args.records)
         figures["generator"] = clips_per_second(tutorial_dataset(paths, labels, args),

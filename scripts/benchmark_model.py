@@ -12,22 +12,30 @@ import json
 import os
 import time
 
+from model import PRECISIONS
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="r2plus1d_18")
-    parser.add_argument("--width_multiplier", type=float, default=1.0)
-    parser.add_argument("--num_classes", type=int, default=101)
-    parser.add_argument("--num_frames", type=int, default=16)
-    parser.add_argument("--image_size", type=int, default=112)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--precision", default="auto",
-                        choices=("auto", "float32", "mixed_float16", "mixed_bfloat16"))
-    parser.add_argument("--jit_compile", action="store_true")
-    parser.add_argument("--warmup_steps", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--model", default="r2plus1d_18", help="network (default: r2plus1d_18)")
+    parser.add_argument("--width_multiplier", type=float, default=1.0,
+                        help="R(2+1)D width (default: 1.0)")
+    parser.add_argument("--num_classes", type=int, default=101, help="logits (default: 101)")
+    parser.add_argument("--num_frames", type=int, default=16,
+                        help="frames per clip (default: 16)")
+    parser.add_argument("--image_size", type=int, default=112,
+                        help="frame side (default: 112)")
+    parser.add_argument("--batch_size", type=int, default=8,
+                        help="clips per step (default: 8)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="dtype policy (default: auto)")
+    parser.add_argument("--jit_compile", action="store_true",
+                        help="compile with XLA (default: off)")
+    parser.add_argument("--warmup_steps", type=int, default=2,
+                        help="untimed steps first (default: 2)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (default: 5)")
     args = parser.parse_args(argv)
     if args.precision == "mixed_bfloat16":
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # see train.py

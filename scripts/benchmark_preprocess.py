@@ -3,8 +3,9 @@
     python scripts/benchmark_preprocess.py [--videos DIR] [--work DIR]
 
 Without --videos it writes the synthetic set (8 classes x --groups x
---clips_per_group clips, 50 frames each; default 960 videos). Runs the Beam job twice on the DirectRunner, in-memory with
-one worker and multi-processing over all cores; the last line is JSON.
+--clips_per_group clips, 50 frames each; default 960 videos). Runs the Beam
+job twice on the DirectRunner, in-memory with one worker and multi-processing
+over all cores; the last line is JSON.
 """
 
 import argparse
@@ -23,9 +24,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--videos", help="a UCF101-layout folder; default: synthetic")
     parser.add_argument("--work", help="scratch folder; default: a temporary one")
-    parser.add_argument("--image_size", type=int, default=128)
-    parser.add_argument("--groups", type=int, default=10)
-    parser.add_argument("--clips_per_group", type=int, default=12)
+    parser.add_argument("--image_size", type=int, default=128,
+                        help="short side of the stored frames (default: 128)")
+    parser.add_argument("--groups", type=int, default=10,
+                        help="synthetic groups per class (default: 10)")
+    parser.add_argument("--clips_per_group", type=int, default=12,
+                        help="synthetic clips per group (default: 12)")
     args = parser.parse_args(argv)
     work = args.work or tempfile.mkdtemp(prefix="bench-preprocess-")
     videos = args.videos

@@ -33,7 +33,7 @@ python train.py --records "$WORK/records" --output_dir "$WORK/run" --overwrite "
 python - "$WORK/run/metrics.json" "$started" <<'PY'
 import json, sys, time
 metrics = json.load(open(sys.argv[1]))
-split = next(k for k in metrics if k != "training")
+split = next(k for k in metrics if k not in ("training", "evaluated"))
 print(f"\ndemo: {split} video accuracy {metrics[split]['accuracy']:.1%} "
       f"in {time.time() - int(sys.argv[2]):.0f} s")
 PY

@@ -261,3 +261,19 @@ def test_cli_help_lists_the_job_flags():
     assert result.returncode == 0
     for flag in ("--source", "--per_class", "--split_lists", "--resize", "--num_shards"):
         assert flag in result.stdout
+
+
+def test_every_option_is_checked_before_any_work(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = [(["--num_classes", "0"], "--num_classes must be at least 1"),
+             (["--split_index", "4"], "--split_index must be 1, 2 or 3"),
+             (["--split_lists", str(tmp_path), "--per_class", "train=1"],
+              "either --split_lists or --per_class"),
+             (["--jpeg_quality", "0"], "--jpeg_quality must be 1-100"),
+             (["--fps", "-5"], "--fps must be positive")]
+    for args, fragment in cases:
+        code = pipeline.main(["--source", str(synthetic_dir), "--output_dir", str(out),
+                              *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
+    assert not out.exists()

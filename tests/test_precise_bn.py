@@ -121,3 +121,34 @@ def test_stale_averages_score_like_batch_statistics_after_precise_bn(precision):
     assert stale <= batch_stats - 0.3, (stale, batch_stats)  # and the averages are stale
     assert precise >= batch_stats - 0.05, (precise, batch_stats)
     assert seconds > 0 and again == 0.0
+
+
+def mirrored_statistics():
+    """Precise BN under MirroredStrategy over two logical CPUs, against one device."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    clips = np.random.default_rng(0).integers(0, 256, (16, 4, 32, 32, 3), np.uint8)
+    dataset = tf.data.Dataset.from_tensor_slices((clips, np.zeros(16))).batch(8).repeat()
+    results = []
+    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
+                     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            model = build_model("r2plus1d_10", 2, 4, 32, width_multiplier=0.25)
+        PreciseBatchNorm(model, dataset, num_batches=2)()
+        results.append([v.numpy() for v in model.non_trainable_weights])
+    return strategy.num_replicas_in_sync, max(
+        float(np.abs(a - b).max()) for a, b in zip(*results))
+
+
+def test_precise_bn_under_a_mirrored_strategy():
+    code = ("from test_precise_bn import mirrored_statistics\n"
+            "print(*mirrored_statistics())\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests",
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    replicas, difference = result.stdout.split()[-2:]
+    assert int(replicas) == 2
+    assert float(difference) < 1e-4, difference  # the same statistics as on one device

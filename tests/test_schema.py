@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocess import schema, video
+from records import decode_frames
 
 
 def _example(num_frames=6):
@@ -22,7 +23,7 @@ def test_round_trip_eager():
     assert int(parsed[schema.VIDEO_GROUP]) == 5 and int(parsed[schema.VIDEO_CLIP]) == 2
     assert int(parsed[schema.NUM_FRAMES]) == 6
     assert parsed[schema.IMAGE_ENCODED].shape == (6,)
-    frames = schema.decode_frames(parsed[schema.IMAGE_ENCODED], [1, 4]).numpy()
+    frames = decode_frames(parsed[schema.IMAGE_ENCODED], [1, 4]).numpy()
     assert frames.shape == (2, 16, 24, 3) and frames.dtype == np.uint8
     np.testing.assert_allclose(frames[:, 0, 0, 0], [10, 40], atol=2)
 
@@ -30,7 +31,7 @@ def test_round_trip_eager():
 def test_round_trip_in_dataset_map_matches_eager():
     def decode(serialized):
         parsed = schema.parse_video_example(serialized)
-        return schema.decode_frames(parsed[schema.IMAGE_ENCODED], tf.constant([0, 5]))
+        return decode_frames(parsed[schema.IMAGE_ENCODED], tf.constant([0, 5]))
 
     dataset = tf.data.Dataset.from_tensors(_example()).map(decode)
     in_graph = next(iter(dataset)).numpy()

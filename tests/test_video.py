@@ -5,6 +5,7 @@ import pytest
 
 from conftest import REAL_CLIPS
 from preprocess import synthetic, video
+from records import decode_video
 
 
 def test_keep_frame_resamples_without_duplicates():
@@ -33,10 +34,10 @@ def test_pad_keeps_content_centered_with_black_bars():
 
 
 def test_decode_real_clip(real_ucf101_dir):
-    frames, fps = video.decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi")
+    frames, fps = decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi")
     assert frames.shape == (REAL_CLIPS["v_Shotput_g05_c02"][3], 240, 320, 3)
     assert fps == 25.0
-    few, fps10 = video.decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi",
+    few, fps10 = decode_video(real_ucf101_dir / "v_Shotput_g05_c02.avi",
                                     fps=10, max_frames=20)
     assert few.shape[0] == 20 and fps10 == 10
 
@@ -49,7 +50,7 @@ def test_synthetic_video_is_xvid_320x240_25fps(tmp_path):
     capture = cv2.VideoCapture(str(path))
     fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
     capture.release()
-    decoded, fps = video.decode_video(path)
+    decoded, fps = decode_video(path)
     assert fourcc.upper() in ("XVID", "FMP4", "DIVX", "MP4V")
     assert decoded.shape == (12, 240, 320, 3) and fps == 25
 
@@ -74,4 +75,4 @@ def test_decode_errors(tmp_path):
     text.write_text("not a video at all\n" * 100)
     for path in (empty, text, tmp_path / "missing.avi"):
         with pytest.raises(video.VideoDecodeError):
-            video.decode_video(path)
+            decode_video(path)
