@@ -207,11 +207,14 @@ def check_config(config):
                                            and config["dropout"] == 0.0),
          "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
          "and --dropout or choose an r2plus1d --model"),
-        (config["model"] != "tutorial" or config["init_from"] is None,
-         "no published weights fit the tutorial model; drop --init_from or choose an "
-         "r2plus1d --model"),
+        (config["model"] != "tutorial" or config["init_from"] is None
+         or os.path.isdir(config["init_from"]) or config["init_from"].endswith(".keras"),
+         "PyTorch weights do not fit the tutorial model; give --init_from a run folder "
+         "or .keras file of it, or choose an r2plus1d --model"),
         (config["bn_epsilon"] is None or config["bn_epsilon"] > 0,
          "--bn_epsilon must be positive"),
+        (config["bn_epsilon"] is None or config["model"] != "tutorial",
+         "the tutorial model has one BatchNorm of Keras's defaults; drop --bn_epsilon"),
         (config["model"] != "tutorial" or config["image_size"] >= 16,
          "the tutorial model halves frames four times: give --image_size 16 or more"),
     ]

@@ -222,6 +222,8 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--model", "tutorial", "--image_size", "48"],
          "drop --width_multiplier"),
         (["--records", str(records), "--bn_epsilon", "0"], "--bn_epsilon must be positive"),
+        (["--records", str(records), "--model", "tutorial", "--width_multiplier", "1",
+          "--init_from", str(REPO / "README.md")], "PyTorch weights do not fit the tutorial"),
         (["--records", str(records), "--precise_bn_batches", "-1"], "--precise_bn_batches"),
         (["--records", str(records), "--eval_checkpoint", "best", "--val_split", "test"],
          "--eval_checkpoint best needs a validation split"),
