@@ -354,7 +354,6 @@ def make_datasets(config, train_spec, val_spec, val_split, num_classes, global_b
 
 def make_network(config, num_classes, run):
     """The network a run trains: fresh, from --init_from, or a resumed run's own."""
-
     import model as models
     from model import pretrained
     if run.resume_epoch() and os.path.exists(run.architecture):
