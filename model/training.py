@@ -15,7 +15,6 @@ from model import STRATEGIES
 from preprocess.errors import UserError
 
 
-
 class NaNLossError(RuntimeError):
     """The training loss became NaN or infinite."""
 

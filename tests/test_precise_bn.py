@@ -1,4 +1,5 @@
-"""Precise BatchNorm: exact pooled statistics, idempotence, untouched weights, and stale averages fixed."""
+"""Precise BatchNorm: exact pooled statistics, idempotence, weights untouched, stale
+averages fixed, and the same statistics under MirroredStrategy."""
 
 import os
 import subprocess
