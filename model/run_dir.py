@@ -47,7 +47,6 @@ class RunDir:
         join = lambda *names: os.path.join(self.path, *names)  # noqa: E731
         self.config = join("config.json")
         self.architecture = join("architecture.json")
-        self.checkpoints = join("checkpoints")
         self.last_checkpoint = join("checkpoints", "last.keras")
         self.best_checkpoint = join("checkpoints", "best.keras")
         self.backup = join("backup")

@@ -14,7 +14,9 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-SHARED_UCF101 = REPO.parent / "shared" / "data" / "ucf101"
+# The fixtures shared with the project, beside the repository (CI has them).
+SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_UCF101 = SHARED_DATA / "ucf101"
 # The real UCF101 clips: video id -> (class, group, clip, frames at 25 fps).
 REAL_CLIPS = {
     "v_ApplyEyeMakeup_g01_c01": ("ApplyEyeMakeup", 1, 1, 164),
@@ -40,6 +42,20 @@ def real_ucf101_dir():
     if not SHARED_UCF101.is_dir():
         pytest.skip(f"real UCF101 clips not found at {SHARED_UCF101}")
     return SHARED_UCF101
+
+
+@pytest.fixture(scope="session")
+def torchvision_recipe():
+    """The shared numpy recipe of a torchvision `r2plus1d_18` state dict, as a module."""
+    folder = SHARED_DATA / "torchvision_r2plus1d_18"
+    if not folder.is_dir():
+        pytest.skip(f"the torchvision recipe is not at {folder}")
+    sys.path.insert(0, str(folder))
+    try:
+        import make_state_dict
+    finally:
+        sys.path.remove(str(folder))
+    return make_state_dict
 
 
 def run_cli(*args, timeout=600):

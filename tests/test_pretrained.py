@@ -15,31 +15,25 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, SHARED_DATA
 from model import build_model, pretrained, torch_checkpoint
 from torch_files import save_zip
 
-SHARED = REPO.parent / "shared" / "data"
-CHECKPOINTS = SHARED / "torch_checkpoints"
-TORCHVISION = SHARED / "torchvision_r2plus1d_18"
+CHECKPOINTS = SHARED_DATA / "torch_checkpoints"
+TORCHVISION = SHARED_DATA / "torchvision_r2plus1d_18"
 PWNED = "/tmp/twoplusone_pwned"  # what the malicious pickles would create
 
 
 @pytest.fixture(scope="module")
 def shared():
-    if not SHARED.is_dir():
-        pytest.skip(f"the shared fixtures are not at {SHARED}")
-    return SHARED
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the shared fixtures are not at {SHARED_DATA}")
+    return SHARED_DATA
 
 
 @pytest.fixture(scope="module")
-def recipe(shared):
-    sys.path.insert(0, str(TORCHVISION))
-    try:
-        import make_state_dict
-    finally:
-        sys.path.remove(str(TORCHVISION))
-    return make_state_dict
+def recipe(torchvision_recipe):
+    return torchvision_recipe
 
 
 @pytest.fixture(scope="module")

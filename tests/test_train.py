@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 import train
-from conftest import REPO, REAL_CLIPS, assert_one_line_error
+from conftest import REAL_CLIPS, REPO, SHARED_DATA, assert_one_line_error
 from model import build_model, evaluation, pretrained
 from model.inference import Predictor
 from model.run_dir import RunDir
@@ -232,7 +232,7 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys):
         (["--records", str(records), "--init_from", str(REPO / "README.md")],
          "not a PyTorch checkpoint"),
     ]
-    malicious = REPO.parent / "shared" / "data" / "torch_checkpoints" / "malicious_zip.pth"
+    malicious = SHARED_DATA / "torch_checkpoints" / "malicious_zip.pth"
     if malicious.exists():
         cases.append((["--records", str(records), "--model", "r2plus1d_18", "--init_from",
                        str(malicious)], "posix.system, which rebuilding tensors never"))
@@ -328,16 +328,9 @@ def test_init_from_another_class_count_trains_a_new_head_and_resumes_without_it(
         config["init_from_sha256"]
 
 
-def test_init_from_torchvision_weights_fine_tunes(records, tmp_path, capsys):
-    recipe = REPO.parent / "shared" / "data" / "torchvision_r2plus1d_18"
-    if not recipe.is_dir():
-        pytest.skip(f"the torchvision recipe is not at {recipe}")
-    sys.path.insert(0, str(recipe))
-    try:
-        from make_state_dict import make_state_dict
-    finally:
-        sys.path.remove(str(recipe))
-    checkpoint = save_zip(make_state_dict(), tmp_path / "r2plus1d_18.pth")
+def test_init_from_torchvision_weights_fine_tunes(records, tmp_path, capsys,
+                                                  torchvision_recipe):
+    checkpoint = save_zip(torchvision_recipe.make_state_dict(), tmp_path / "r2plus1d_18.pth")
     run_dir = tmp_path / "run"
     assert train.main(["--records", str(records), "--output_dir", str(run_dir),
                        "--preset", "r2plus1d_18_kinetics", "--init_from", str(checkpoint),
