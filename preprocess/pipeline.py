@@ -28,9 +28,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from preprocess import __version__
 from preprocess import manifest as manifest_lib
-from preprocess import schema, splits, video
+from preprocess import layouts, schema, splits, video
 from preprocess.errors import UserError
-from preprocess.sources import list_videos, open_source
+from preprocess.sources import open_source
 
 _SUMMARY_NAME = "_summary"
 # Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
@@ -51,7 +51,17 @@ class PreprocessOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--source",
-                            help="UCF101-layout folder, .zip, or http(s):// URL of a zip")
+                            help="folder (local or gs://), .zip, or http(s):// URL of a zip")
+        parser.add_argument("--layout", choices=layouts.LAYOUTS, default="auto",
+                            help="how files become labelled videos: ucf101 names, "
+                                 "class_folders (<class>/<video>, optionally below "
+                                 "train/val/test), annotations (a CSV), hmdb51 (with "
+                                 "its split files); auto picks one (default auto)")
+        parser.add_argument("--annotations",
+                            help="CSV with path,label[,split][,group] or Kinetics' "
+                                 "label,youtube_id,time_start,time_end,split; a local "
+                                 "or gs:// path or a member of the source zip "
+                                 "(default: none)")
         parser.add_argument("--output_dir",
                             help="where to write <split>/ shards, manifest.json, "
                                  "failures.jsonl (local or gs://)")
@@ -59,19 +69,26 @@ class PreprocessOptions(PipelineOptions):
                             help="replace records already in --output_dir (default: refuse)")
         group = parser.add_argument_group("splits")
         group.add_argument("--split_lists",
-                           help="folder or zip with classInd.txt, trainlist0K.txt, "
-                                "testlist0K.txt (default: none)")
+                           help="folder or zip of official lists: UCF101's classInd.txt, "
+                                "trainlist0K.txt, testlist0K.txt or HMDB51's "
+                                "<class>_test_splitK.txt (default: none)")
         group.add_argument("--split_index", type=int, default=1,
                            help="which official split, 1-3 (default 1)")
         group.add_argument("--per_class",
                            help="group-aware subset, clips per class and split, "
                                 "e.g. train=30,val=10,test=10 (default: none)")
+        group.add_argument("--split_fractions",
+                           help="stratified group-aware split of every class, e.g. "
+                                "train=0.7,val=0.1,test=0.2 (default: none)")
+        group.add_argument("--class_names",
+                           help="file fixing the label order: one class per line, or "
+                                "classInd.txt's '1 Name' (default: sorted names)")
         group.add_argument("--num_classes", type=int,
                            help="use the first N classes in sorted order (default: all)")
         group.add_argument("--classes",
                            help="comma-separated class names to use (default: all)")
         group.add_argument("--seed", type=int, default=0,
-                           help="seed of the subset draw (default 0)")
+                           help="seed of --per_class and --split_fractions (default 0)")
         group = parser.add_argument_group("frames")
         group.add_argument("--fps", type=float,
                            help="frame rate to keep (skips frames); default: source rate")
@@ -89,6 +106,10 @@ class PreprocessOptions(PipelineOptions):
                            help="JPEG quality 1-100 (default 90)")
         group.add_argument("--num_shards", type=int, default=0,
                            help="shards per split; 0 sizes them to ~150 MB (default: 0)")
+
+
+class VideoUnavailable(Exception):
+    """A listed video that the layout already found missing."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +162,8 @@ class DecodeVideoFn(beam.DoFn):
     def process(self, task):
         ref = task.ref
         try:
+            if ref.problem:
+                raise VideoUnavailable(ref.problem)
             with self._source.local_copy(ref) as path:
                 jpegs, height, width, fps = video.encode_video(
                     path, resize=self.resize, image_size=self.image_size,
@@ -152,10 +175,11 @@ class DecodeVideoFn(beam.DoFn):
                 height=height, width=width, fps=fps)
         except Exception as error:  # Any failure is the video's, not the job's.
             self.failed.inc()
+            reason = (str(error) if isinstance(error, VideoUnavailable)
+                      else f"{type(error).__name__}: {error}")
             yield beam.pvalue.TaggedOutput(self.FAILED, {
                 "path": ref.location, "video_id": ref.video_id,
-                "split": task.split, "class": ref.class_name,
-                "reason": f"{type(error).__name__}: {error}"})
+                "split": task.split, "class": ref.class_name, "reason": reason})
             return
         self.decoded.inc()
         self.frames.inc(len(jpegs))
@@ -238,29 +262,55 @@ class SummariseFn(beam.CombineFn):
 # ---------------------------------------------------------------------------
 
 def plan_tasks(args):
-    """Lists the source and assigns each chosen video a split and label.
+    """Lists the source under its layout and assigns each chosen video a split and label.
 
     Returns:
-        `(classes, tasks, split_spec, ignored)`.
+        `(listing, classes, tasks, split_spec)`.
     """
     source = open_source(args.source)
     try:
-        videos, ignored = list_videos(source)
+        listing = layouts.list_source(source, layout=args.layout,
+                                      annotations=args.annotations,
+                                      split_lists=args.split_lists,
+                                      split_index=args.split_index, name=args.source)
+        class_names = read_class_names(args.class_names, source) if args.class_names else None
     finally:
         source.close()
-    if not videos:
+    if not listing.videos:
         raise PreprocessError(
-            f"no UCF101 videos (v_<Class>_gNN_cNN.avi) found in {args.source}; "
-            "point --source at the UCF101 folder, zip or URL")
+            f"no videos of layout {listing.layout} found in {args.source}; "
+            + ("UCF101 names look like v_<Class>_gNN_cNN.avi; " if listing.layout == "ucf101"
+               else "") + "check --source and --layout")
+    if class_names:
+        strangers = sorted({v.class_name for v in listing.videos} - set(class_names))
+        if strangers:
+            raise PreprocessError(f"class {strangers[0]} of the source is not in "
+                                  f"--class_names {args.class_names}; add it there")
     classes, split_of, spec = splits.assign_splits(
-        videos, split_lists=args.split_lists, split_index=args.split_index,
-        per_class=args.per_class, num_classes=args.num_classes,
-        classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
-        seed=args.seed, source_name=args.source)
+        listing.videos, classes=class_names or listing.classes,
+        per_class=args.per_class, split_fractions=args.split_fractions,
+        num_classes=args.num_classes,
+        chosen=[c.strip() for c in args.classes.split(",")] if args.classes else None,
+        seed=args.seed, layout_spec=listing.split_spec)
+    unmatched = [listing.unmatched_lists[c] for c in classes if c in listing.unmatched_lists]
+    if unmatched:
+        raise PreprocessError(
+            f"--split_lists file {unmatched[0]} names no video of {args.source}; check "
+            "that --source and --split_lists belong together, or leave the class out "
+            "with --classes")
     label_of = {name: index for index, name in enumerate(classes)}
     tasks = [VideoTask(v, split_of[v.video_id], label_of[v.class_name])
-             for v in videos if v.video_id in split_of]
-    return classes, tasks, spec, ignored
+             for v in listing.videos if v.video_id in split_of]
+    if not tasks:
+        raise PreprocessError(f"no video of {args.source} falls in a split; check "
+                              "--classes and the layout's split folders or column")
+    return listing, classes, tasks, spec
+
+
+def read_class_names(path, source):
+    """The `--class_names` file, from a local or `gs://` path or the source zip."""
+    text, _ = layouts.read_text_file(path, source, "--class_names")
+    return splits.parse_class_names(text, f"--class_names {path}")
 
 
 def print_counters(result):
@@ -338,7 +388,7 @@ def default_runner_args(beam_args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m preprocess",
-        description="Decode a UCF101-style video set once into sharded TFRecords.",
+        description="Decode a labelled video set once into sharded TFRecords.",
         epilog="Any other flag is a Beam pipeline option, e.g. --runner "
                "DataflowRunner --project P --region R --temp_location gs://... "
                "--setup_file ./setup.py")
@@ -364,8 +414,30 @@ def check_args(args):
         raise PreprocessError(f"--num_classes must be at least 1, not {args.num_classes}")
     if args.split_index not in (1, 2, 3):
         raise PreprocessError(f"--split_index must be 1, 2 or 3, not {args.split_index}")
-    if args.split_lists and args.per_class:
-        raise PreprocessError("pass either --split_lists or --per_class, not both")
+    for a, b in (("split_lists", "per_class"), ("split_lists", "split_fractions"),
+                 ("per_class", "split_fractions"), ("class_names", "classes"),
+                 ("class_names", "num_classes")):
+        if getattr(args, a) and getattr(args, b):
+            raise PreprocessError(f"pass either --{a} or --{b}, not both")
+    if args.annotations and args.layout not in ("auto", "annotations"):
+        raise PreprocessError(f"--annotations needs --layout annotations (or auto), "
+                              f"not {args.layout}")
+    if args.layout == "annotations" and not args.annotations:
+        raise PreprocessError("--layout annotations needs --annotations FILE")
+    if args.layout == "hmdb51" and not args.split_lists:
+        raise PreprocessError("--layout hmdb51 needs --split_lists, the folder or zip of "
+                              "HMDB51's <class>_test_splitK.txt files")
+    if args.layout == "class_folders" and args.split_lists:
+        raise PreprocessError("--split_lists belongs to --layout ucf101 or hmdb51; for "
+                              "class folders use split folders, --per_class or "
+                              "--split_fractions")
+    try:
+        if args.per_class:
+            splits.parse_per_class(args.per_class)
+        if args.split_fractions:
+            splits.parse_fractions(args.split_fractions)
+    except splits.SplitError as error:
+        raise PreprocessError(str(error)) from None
 
 
 def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
@@ -391,13 +463,13 @@ def run(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args, beam_args = build_parser().parse_known_args(argv)
     check_args(args)
-    classes, tasks, split_spec, ignored = plan_tasks(args)
+    listing, classes, tasks, split_spec = plan_tasks(args)
     selected = collections.Counter(task.split for task in tasks)
     split_shards = {name: args.num_shards or estimate_num_shards(count, args)
                     for name, count in sorted(selected.items())}
     prepare_output_dir(args.output_dir, args.overwrite)
     print(f"preprocess: {len(tasks)} videos of {len(classes)} classes from "
-          f"{args.source}: " + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())),
+          f"{args.source} (layout {listing.layout}): " + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())),
           flush=True)
 
     options = PipelineOptions(default_runner_args(beam_args))
@@ -413,12 +485,12 @@ def run(argv=None):
     seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print_counters(result)
 
-    manifest = finish(args, classes, selected, split_spec, ignored, started, seconds)
+    manifest = finish(args, listing, classes, selected, split_spec, started, seconds)
     manifest_lib.write_manifest(args.output_dir, manifest)
     return manifest
 
 
-def finish(args, classes, selected, split_spec, ignored, started, seconds):
+def finish(args, listing, classes, selected, split_spec, started, seconds):
     """Checks that nothing was lost, then builds the manifest."""
     summary, failures = read_job_outputs(args.output_dir)
     split_info = verify_splits(args.output_dir, classes, selected, summary, failures)
@@ -430,7 +502,7 @@ def finish(args, classes, selected, split_spec, ignored, started, seconds):
     if failures:
         print(f"preprocess: {len(failures)} videos failed; see "
               f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
-    return build_manifest(args, classes, split_spec, split_info, summary, ignored,
+    return build_manifest(args, listing, classes, split_spec, split_info, summary,
                           started, seconds)
 
 
@@ -490,7 +562,7 @@ def verify_splits(out, classes, selected, summary, failures):
     return split_info
 
 
-def build_manifest(args, classes, split_spec, split_info, summary, ignored, started,
+def build_manifest(args, listing, classes, split_spec, split_info, summary, started,
                    seconds):
     """`manifest.json`: what was written, how, and from what."""
     return {
@@ -498,6 +570,7 @@ def build_manifest(args, classes, split_spec, split_info, summary, ignored, star
         "package_version": __version__,
         "created": started.isoformat(timespec="seconds"),
         "source": args.source,
+        "layout": listing.layout,
         "split_spec": split_spec,
         "classes": classes,
         "splits": split_info,
@@ -510,7 +583,7 @@ def build_manifest(args, classes, split_spec, split_info, summary, ignored, star
         "fps": args.fps,
         "max_frames": args.max_frames,
         "failures": manifest_lib.FAILURES_NAME,
-        "num_ignored_files": len(ignored),
+        "num_ignored_files": len(listing.ignored),
         "seconds": round(seconds, 2),
         "options": dict(vars(args)),
     }

@@ -1,7 +1,8 @@
 """Where videos come from: a folder, a local zip, or a remote zip read with remotezip.
 
-A source lists the videos it holds as `VideoRef`s and hands each one to the
-decoder as a local file. Sources are opened lazily from their spec string, so a
+A source lists the files it holds and hands each video to the decoder as a
+local file; which files are videos of which class is a layout's business
+(`preprocess.layouts`). Sources are opened lazily from their spec string, so a
 Beam DoFn can carry just the string to its workers.
 """
 
@@ -15,10 +16,6 @@ import zipfile
 
 from preprocess.errors import UserError
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
-SPLIT_FOLDERS = ("train", "val", "test")
-# UCF101's naming: v_<Class>_g<group>_c<clip>.avi
-_UCF_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)$")
 _COPY_CHUNK = 1 << 20
 
 
@@ -28,46 +25,33 @@ class SourceError(UserError):
 
 @dataclasses.dataclass(frozen=True, order=True)
 class VideoRef:
-    """One video in a source.
+    """One labelled video in a source, as a layout (`preprocess.layouts`) lists it.
 
     Args:
         location: the file's path (folder source) or member name (zip source).
-        video_id: the file name without extension, e.g. `v_Shotput_g05_c02`.
-        class_name: the action class, from the UCF101 name.
-        group: the UCF101 group number; clips of one group share actor and scene.
-        clip: the clip number within its group.
-        folder_split: `train`, `val` or `test` when the video sits below a
-            folder of that name (the tutorial's subset layout), else None.
+        video_id: the file name without extension, e.g. `v_Shotput_g05_c02`;
+            the path below the source's root where file names repeat.
+        class_name: the class, as the layout names it (any UTF-8 text).
+        group: clips of one group share actor and scene (UCF101's `gNN`, an
+            annotation's `group`); -1 when unknown.
+        clip: the clip number within its group (UCF101's `cNN`), or -1.
+        split: the layout's own split (a split folder, an annotation's
+            `split`, an official list), or None.
+        problem: why the video cannot be read (a listed file that is
+            missing); the job records it as failed without opening it.
     """
     location: str
     video_id: str
     class_name: str
-    group: int
-    clip: int
-    folder_split: str = None
+    group: int = -1
+    clip: int = -1
+    split: str = None
+    problem: str = None
 
-
-def parse_ucf101_name(video_id):
-    """`(class, group, clip)` of a UCF101 name like `v_Shotput_g05_c02`, or None."""
-    match = _UCF_NAME.match(video_id)
-    return (match["cls"], int(match["group"]), int(match["clip"])) if match else None
-
-
-def video_ref(location):
-    """A `VideoRef` for a path or member name, or None if it is not a UCF101 video."""
-    parts = [p for p in re.split(r"[\\/]", location) if p]
-    if not parts:
-        return None
-    stem, ext = os.path.splitext(parts[-1])
-    if ext.lower() not in VIDEO_EXTENSIONS:
-        return None
-    name = parse_ucf101_name(stem)
-    if name is None:
-        return None
-    folder_split = next((p for p in parts[:-1] if p in SPLIT_FOLDERS), None)
-    class_name, group, clip = name
-    return VideoRef(location=location, video_id=stem, class_name=class_name, group=group,
-                    clip=clip, folder_split=folder_split)
+    @property
+    def group_key(self):
+        """What keeps related videos in one split: the group, else the video itself."""
+        return f"g{self.group}" if self.group >= 0 else f"v:{self.video_id}"
 
 
 def is_safe_member(name):
@@ -100,6 +84,7 @@ def retrying_session(retries=5, backoff=0.5):
 
 class FolderSource:
     """Videos below a folder on any filesystem Beam knows (local, `gs://`, ...)."""
+    is_archive = False
 
     def __init__(self, root):
         from apache_beam.io.filesystems import FileSystems
@@ -114,6 +99,11 @@ class FolderSource:
                                   "pass an existing folder, zip or URL to --source")
         matches = self._fs.match([self.root + "/**"])[0].metadata_list
         return sorted(m.path for m in matches)
+
+    def relative(self, location):
+        """The path of a listed file below the folder."""
+        prefix = self.root + "/"
+        return location[len(prefix):] if location.startswith(prefix) else location
 
     def read_text(self, location):
         with self._fs.open(location) as handle:
@@ -134,6 +124,7 @@ class FolderSource:
 
 class ZipSource:
     """Videos inside a zip archive, local or remote (read with remotezip)."""
+    is_archive = True
 
     def __init__(self, spec):
         self.spec = spec
@@ -160,6 +151,9 @@ class ZipSource:
 
     def list_files(self):
         return sorted(self._names)
+
+    def relative(self, location):
+        return location
 
     def read_text(self, location):
         return self._zip.read(location).decode("utf-8")
@@ -205,13 +199,3 @@ def open_source(spec):
     return FolderSource(spec)
 
 
-def list_videos(source):
-    """The UCF101-named videos of a source, sorted, and the files that were ignored."""
-    videos, ignored = [], []
-    for location in source.list_files():
-        ref = video_ref(location)
-        if ref is None:
-            ignored.append(location)
-        else:
-            videos.append(ref)
-    return videos, ignored

@@ -1,19 +1,25 @@
 """Which video goes to which split, and which label id each class gets.
 
-Three ways, all decided on the driver before any Beam work so that a bad
-request fails at once: UCF101's official split lists (`classInd.txt`,
-`trainlist0K.txt`, `testlist0K.txt`), a seeded group-aware subset like the
-tutorial's (`--num_classes 10 --per_class train=30,val=10,test=10`), or the
-`train/`, `val/`, `test/` folders of a source already laid out that way.
-Without any of these every video goes to one split named `all`.
+All decided on the driver before any Beam work, so that a bad request fails
+at once. A video's split comes from a seeded group-aware subset like the
+tutorial's (`--num_classes 10 --per_class train=30,val=10,test=10`), seeded
+group-aware fractions (`--split_fractions train=0.7,val=0.1,test=0.2`), or
+the layout's own splits: split folders, an annotation's `split` column, or
+official lists (UCF101's `classInd.txt`, `trainlist0K.txt`, `testlist0K.txt`;
+HMDB51's `<class>_test_splitK.txt`), which this module parses. Without any of
+these every video goes to one split named `all`. Labels follow sorted class
+names unless official lists or `--class_names` fix their order.
 """
 
 import collections
 import os
 import random
+import re
 
 from preprocess.errors import UserError
-from preprocess.sources import SourceError, open_source, parse_ucf101_name
+from preprocess.sources import SourceError, open_source
+
+_HMDB_TAGS = {"0": "unused", "1": "train", "2": "test"}
 
 
 class SplitError(UserError):
@@ -101,44 +107,162 @@ def load_official_splits(split_lists, split_index):
     return classes, assignment
 
 
-def assign_splits(videos, *, split_lists=None, split_index=1, per_class=None,
-                  num_classes=None, classes=None, seed=0, source_name="the source"):
-    """Chooses the split of every video, by the first of these that applies:
-    UCF101's official lists (`split_lists`), a seeded group-aware subset
-    (`per_class`), the source's own split folders, or one split `all`.
+def parse_fractions(text):
+    """Parses `train=0.7,val=0.1,test=0.2` into an ordered `{split: fraction}` summing to 1."""
+    fractions = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            fraction = float(value)
+        except ValueError:
+            fraction = -1.0
+        if not sep or not name.strip() or not 0 < fraction <= 1:
+            raise SplitError(f"bad --split_fractions item {item!r}; write it as "
+                             "split=fraction, e.g. train=0.7,val=0.1,test=0.2")
+        fractions[name.strip()] = fraction
+    if not fractions:
+        raise SplitError("--split_fractions is empty; write it as train=0.7,val=0.1,test=0.2")
+    total = sum(fractions.values())
+    if abs(total - 1) > 1e-6:
+        raise SplitError(f"--split_fractions sum to {total:g}, not 1; e.g. "
+                         "train=0.7,val=0.1,test=0.2")
+    return fractions
+
+
+def parse_class_names(text, name="--class_names"):
+    """Class names in label order: one per line, or UCF101's `classInd.txt` (`1 Name`)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    numbered = [re.match(r"^(\d+)\s+(\S.*)$", line) for line in lines]
+    if lines and all(numbered) and [int(m[1]) for m in numbered] == list(
+            range(1, len(lines) + 1)):
+        names = [m[2] for m in numbered]
+    else:
+        names = lines
+    if not names:
+        raise SplitError(f"{name} is empty; write one class name per line")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SplitError(f"{name} lists {repeated[0]} twice; each class once")
+    return names
+
+
+def load_hmdb51_splits(split_lists, split_index):
+    """Reads HMDB51's `<class>_test_split<N>.txt` files from a folder or zip.
+
+    Lines are `<video>.avi <tag>`: 1 train, 2 test, 0 unused.
+
+    Returns:
+        `{class: {file name: "train" | "test" | "unused"}}`.
+    """
+    try:
+        source = open_source(split_lists)
+        files = source.list_files()
+    except SourceError as error:
+        raise SplitError(f"cannot read --split_lists: {error}") from None
+    suffix = f"_test_split{split_index}.txt"
+    lists = {}
+    for path in files:
+        base = os.path.basename(path.replace("\\", "/"))
+        if not base.endswith(suffix):
+            continue
+        tags = {}
+        for number, line in enumerate(source.read_text(path).splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.rsplit(None, 1)
+            if len(fields) != 2 or fields[1] not in _HMDB_TAGS:
+                raise SplitError(f"{base} line {number} is {line!r}; expected "
+                                 "'<video>.avi <0|1|2>'")
+            tags[fields[0].strip()] = _HMDB_TAGS[fields[1]]
+        lists[base[:-len(suffix)]] = tags
+    source.close()
+    if not lists:
+        raise SplitError(f"--split_lists {split_lists} holds no *{suffix} file; point it "
+                         "at HMDB51's testTrainMulti_7030_splits folder or zip")
+    return lists
+
+
+def assign_splits(videos, *, classes=None, per_class=None, split_fractions=None,
+                  num_classes=None, chosen=None, seed=0, layout_spec=None):
+    """Chooses the classes, and the split of every video, by the first of these that
+    applies: a seeded group-aware subset (`per_class`), seeded group-aware
+    fractions (`split_fractions`), the layout's own splits (`ref.split`), or one
+    split `all`.
+
+    Args:
+        videos: `VideoRef`s as a layout listed them.
+        classes: every class name in label order, when the layout or
+            `--class_names` fixes it; else the sorted names of `videos`.
+        chosen, num_classes: which of those classes to keep.
+        layout_spec: the manifest's description of the layout's own splits.
 
     Returns:
         `(classes in label order, {video_id: split}, spec for the manifest)`.
     """
-    if split_lists and per_class:
-        raise SplitError("pass either --split_lists or --per_class, not both")
-    if split_lists:
-        official, assignment = load_official_splits(split_lists, split_index)
-        if classes or num_classes:
-            official = select_classes(official, num_classes=num_classes, classes=classes)
-        chosen = {v.video_id: assignment[v.video_id] for v in videos
-                  if v.video_id in assignment and v.class_name in official}
-        listed = sum(1 for video_id in assignment
-                     if (parse_ucf101_name(video_id) or ("",))[0] in official)
-        if not chosen:
-            raise SplitError(f"none of the {listed} videos in the split lists is in "
-                             f"{source_name}; check that --source and --split_lists "
-                             "belong together")
-        return official, chosen, {"kind": "official", "split_lists": split_lists,
-                                  "split_index": split_index,
-                                  "missing_from_source": listed - len(chosen)}
+    if per_class and split_fractions:
+        raise SplitError("pass either --per_class or --split_fractions, not both")
+    available = classes or sorted({v.class_name for v in videos})
+    kept = select_classes(available, num_classes=num_classes, classes=chosen)
     if per_class:
         counts = parse_per_class(per_class)
-        drawn, split_of = draw_subset(videos, counts, num_classes=num_classes,
-                                      classes=classes, seed=seed)
-        return drawn, split_of, {"kind": "subset", "per_class": counts, "seed": seed,
-                                 "num_classes": len(drawn)}
-    kept = select_classes(sorted({v.class_name for v in videos}),
-                          num_classes=num_classes, classes=classes)
-    in_folders = any(v.folder_split for v in videos)
-    split_of = {v.video_id: (v.folder_split if in_folders else "all") for v in videos
-                if v.class_name in kept and (v.folder_split or not in_folders)}
-    return kept, split_of, {"kind": "folders" if in_folders else "all"}
+        present = {v.class_name for v in videos}
+        _, split_of = draw_subset(videos, counts, seed=seed,
+                                  classes=[c for c in kept if c in present])
+        return kept, split_of, {"kind": "subset", "per_class": counts, "seed": seed,
+                                 "num_classes": len(kept)}
+    wanted = set(kept)
+    videos = [v for v in videos if v.class_name in wanted]
+    if split_fractions:
+        fractions = parse_fractions(split_fractions)
+        return kept, split_by_fractions(videos, fractions, seed=seed), {
+            "kind": "fractions", "fractions": fractions, "seed": seed}
+    if layout_spec:
+        return kept, {v.video_id: v.split for v in videos if v.split}, layout_spec
+    return kept, {v.video_id: "all" for v in videos}, {"kind": "all"}
+
+
+def split_by_fractions(videos, fractions, *, seed=0):
+    """Splits each class by fractions, moving whole groups; exact when groups are unknown.
+
+    Every class gets `round(n * fraction)` videos per split (largest
+    remainders). Groups, in a seeded order, go one at a time to the split
+    whose classes lack the most videos, so a group never spans two splits.
+
+    Returns:
+        `{video_id: split}`.
+    """
+    by_class = collections.Counter(v.class_name for v in videos)
+    deficit = {cls: dict(zip(fractions, _apportion(n, list(fractions.values()))))
+               for cls, n in by_class.items()}
+    units = collections.defaultdict(list)
+    for ref in videos:
+        units[ref.group_key].append(ref)
+    order = sorted(units)
+    random.Random(seed).shuffle(order)
+    assignment = {}
+    for key in order:
+        members = collections.Counter(ref.class_name for ref in units[key])
+        best = max(fractions, key=lambda split: sum(
+            count * deficit[cls][split] for cls, count in members.items()))
+        for cls, count in members.items():
+            deficit[cls][best] -= count
+        for ref in units[key]:
+            assignment[ref.video_id] = best
+    empty = [split for split in fractions if split not in set(assignment.values())]
+    if empty:
+        raise SplitError(f"--split_fractions leaves {empty[0]} without a video; the "
+                         f"source has {len(videos)} videos, raise its fraction")
+    return assignment
+
+
+def _apportion(total, fractions):
+    """Integer parts of `total` in proportion to `fractions`, by largest remainder."""
+    exact = [total * f for f in fractions]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(exact)), key=lambda i: (counts[i] - exact[i], i))
+    for i in by_remainder[:total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
@@ -156,7 +280,7 @@ def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
     """
     by_class = collections.defaultdict(lambda: collections.defaultdict(list))
     for ref in videos:
-        by_class[ref.class_name][ref.group].append(ref)
+        by_class[ref.class_name][ref.group_key].append(ref)
     chosen = select_classes(sorted(by_class), num_classes=num_classes, classes=classes)
 
     problems, assignment = [], {}

@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from preprocess import manifest as manifest_lib  # noqa: E402
-from preprocess import reader, schema, sources  # noqa: E402
+from preprocess import layouts, reader, schema, sources  # noqa: E402
 
 
 def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
@@ -147,7 +147,11 @@ def decode_only_dataset(jpegs, batch_size):
 def source_paths(manifest, split, records_dir):
     """The source video of each record of a split, for the generator."""
     source = sources.open_source(manifest["source"])
-    refs, _ = sources.list_videos(source)
+    options = manifest["options"]
+    refs = layouts.list_source(source, layout=manifest.get("layout", "auto"),
+                               annotations=options.get("annotations"),
+                               split_lists=options.get("split_lists"),
+                               split_index=options.get("split_index", 1)).videos
     by_id = {ref.video_id: ref.location for ref in refs}
     paths, labels = [], []
     for serialized in tf.data.TFRecordDataset(manifest_lib.shard_paths(records_dir, manifest,

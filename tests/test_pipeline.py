@@ -11,7 +11,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import REAL_CLIPS, SYNTHETIC, assert_one_line_error, copy_videos, run_cli
 from preprocess import pipeline
-from preprocess.sources import video_ref
+from preprocess.layouts import ucf101_ref
 from preprocess.synthetic import MOTION_CLASSES
 from records import read_split, shard_files
 
@@ -21,7 +21,7 @@ CLIPS_PER_CLASS = SYNTHETIC["groups"] * SYNTHETIC["clips_per_group"]
 
 
 def _task(folder, name, split="train", label=0):
-    return pipeline.VideoTask(video_ref(str(folder / name)), split, label)
+    return pipeline.VideoTask(ucf101_ref(str(folder / name)), split, label)
 
 
 def _decode_fn(source, **overrides):
@@ -242,7 +242,7 @@ def test_cli_errors(synthetic_dir, tmp_path):
     (bad_lists / "classInd.txt").write_text("1 Grow\n")
     cases = [
         (["--source", str(tmp_path / "nowhere"), "--output_dir", out], "does not exist"),
-        (["--source", str(empty), "--output_dir", out], "no UCF101 videos"),
+        (["--source", str(empty), "--output_dir", out], "no videos (.avi"),
         (["--source", str(synthetic_dir), "--output_dir", out, "--classes", "Zebra"],
          "unknown class Zebra"),
         (["--source", str(synthetic_dir), "--output_dir", out, "--split_lists",

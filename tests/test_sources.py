@@ -1,20 +1,10 @@
-"""Sources: UCF101 names, folder and zip listing, unsafe zip members, the remote zip over HTTP."""
+"""Sources: folder and zip listing, unsafe zip members, the remote zip over HTTP."""
 
 import zipfile
 
 import pytest
 
-from preprocess import sources
-
-
-def test_video_ref_parses_ucf101_names():
-    ref = sources.video_ref("UCF101/v_ApplyEyeMakeup_g08_c03.avi")
-    assert (ref.video_id, ref.class_name, ref.group, ref.clip, ref.folder_split) == (
-        "v_ApplyEyeMakeup_g08_c03", "ApplyEyeMakeup", 8, 3, None)
-    nested = sources.video_ref("subset/test/ApplyEyeMakeup/v_ApplyEyeMakeup_g01_c01.avi")
-    assert nested.folder_split == "test"
-    assert sources.video_ref("UCF101/readme.txt") is None
-    assert sources.video_ref("UCF101/holiday.avi") is None
+from preprocess import layouts, sources
 
 
 def test_is_safe_member():
@@ -31,7 +21,8 @@ def test_zip_source_lists_and_copies_members(tmp_path):
         zf.writestr("../evil/v_B_g01_c01.avi", b"evil")
         zf.writestr("UCF101/notes.txt", b"hello")
     source = sources.open_source(str(archive))
-    videos, ignored = sources.list_videos(source)
+    listing = layouts.list_source(source)
+    videos, ignored = listing.videos, listing.ignored
     assert [v.video_id for v in videos] == ["v_A_g01_c01"]
     assert ignored == ["UCF101/notes.txt"]
     assert source.unsafe_members == ["../evil/v_B_g01_c01.avi"]
@@ -60,7 +51,7 @@ def test_remote_zip_fetches_only_chosen_members(tmp_path, range_server):
             zf.writestr(name, data)
     server = range_server()
     source = sources.open_source(server.url("remote.zip"))
-    videos, _ = sources.list_videos(source)
+    videos = layouts.list_source(source).videos
     assert len(videos) == 6
     listing_bytes = server.bytes_sent()
     with source.local_copy(videos[1]) as path:
@@ -76,7 +67,7 @@ def test_remote_zip_retries_transient_errors(tmp_path, range_server):
         zf.writestr("UCF101/v_A_g01_c01.avi", b"video-bytes")
     server = range_server(fail_first=2)
     source = sources.open_source(server.url("flaky.zip"))
-    videos, _ = sources.list_videos(source)
+    videos = layouts.list_source(source).videos
     with source.local_copy(videos[0]) as path:
         assert open(path, "rb").read() == b"video-bytes"
     assert server.failures_served == 2
