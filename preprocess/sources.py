@@ -50,8 +50,12 @@ class VideoRef:
 
     @property
     def group_key(self):
-        """What keeps related videos in one split: the group, else the video itself."""
-        return f"g{self.group}" if self.group >= 0 else f"v:{self.video_id}"
+        """What keeps related videos in one split: the group, else the video itself.
+
+        Sorts groups by number, so a seeded draw stays what it was when
+        every group was a UCF101 number.
+        """
+        return (0, self.group, "") if self.group >= 0 else (1, 0, self.video_id)
 
 
 def is_safe_member(name):
