@@ -65,8 +65,8 @@ def encode_video_example(jpeg_frames, *, label, label_text, video_id, group,
         label_text: class name.
         video_id: the video's name without extension, e.g.
             `v_ApplyEyeMakeup_g01_c01`.
-        group: UCF101 group number (`gNN`).
-        clip: clip number within the group (`cNN`).
+        group: the group (UCF101's `gNN`, an annotation's group), or -1.
+        clip: clip number within the group (UCF101's `cNN`), or -1.
         height: frame height in pixels.
         width: frame width in pixels.
         fps: frame rate of the stored frames.
