@@ -5,9 +5,10 @@ video readers (`image/encoded` as a feature list of JPEG frames,
 `clip/label/index` and `clip/label/text` in the context), so its readers can
 consume our records too. The Beam writer (`preprocess.pipeline`) and the tf.data
 reader (`preprocess.reader`) both import this module; neither declares a key.
+Writing needs no TensorFlow; parsing imports it when first called.
 """
 
-import tensorflow as tf
+import struct
 
 # Bump when a record written by an older version can no longer be read.
 SCHEMA_VERSION = 1
@@ -25,38 +26,55 @@ HEIGHT = "image/height"
 WIDTH = "image/width"
 FPS = "video/fps"
 
-CONTEXT_FEATURES = {
-        LABEL_INDEX: tf.io.FixedLenFeature([], tf.int64),
-        LABEL_TEXT: tf.io.FixedLenFeature([], tf.string),
-        VIDEO_ID: tf.io.FixedLenFeature([], tf.string),
-        VIDEO_GROUP: tf.io.FixedLenFeature([], tf.int64),
-        VIDEO_CLIP: tf.io.FixedLenFeature([], tf.int64),
-        NUM_FRAMES: tf.io.FixedLenFeature([], tf.int64),
-        HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-        WIDTH: tf.io.FixedLenFeature([], tf.int64),
-        FPS: tf.io.FixedLenFeature([], tf.float32),
-}
-SEQUENCE_FEATURES = {
-        IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string),
-}
+# The type of every context feature; the reader builds its parse spec from it.
+CONTEXT_TYPES = {LABEL_INDEX: "int64", LABEL_TEXT: "string", VIDEO_ID: "string",
+                 VIDEO_GROUP: "int64", VIDEO_CLIP: "int64", NUM_FRAMES: "int64",
+                 HEIGHT: "int64", WIDTH: "int64", FPS: "float32"}
 
 
-def _int64(value):
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+# The writer speaks protobuf's wire format itself, so that the preprocessing
+# job, which only writes, need not import TensorFlow in every worker. Field
+# numbers are those of tensorflow/core/example/{example,feature}.proto:
+# SequenceExample{context=1, feature_lists=2}; Features{map feature=1};
+# FeatureLists{map feature_list=1}; FeatureList{repeated feature=1};
+# Feature{bytes_list=1, float_list=2, int64_list=3}; *List{repeated value=1}.
+
+def _varint(value):
+    value &= (1 << 64) - 1  # negative int64s take ten bytes, two's complement
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
-def _bytes(value):
-    if isinstance(value, str):
-        value = value.encode("utf-8")
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+def _field(number, payload):
+    """A length-delimited field: tag, length, bytes."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-def _float(value):
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+def _bytes_feature(*values):
+    return _field(1, b"".join(_field(1, v.encode("utf-8") if isinstance(v, str) else v)
+                              for v in values))
+
+
+def _float_feature(value):
+    return _field(2, _field(1, struct.pack("<f", value)))
+
+
+def _int64_feature(value):
+    return _field(3, _field(1, _varint(int(value))))
+
+
+def _map(features):
+    """A protobuf map<string, message> field, number 1."""
+    return b"".join(_field(1, _field(1, key.encode("utf-8")) + _field(2, value))
+                    for key, value in features.items())
 
 
 def encode_video_example(jpeg_frames, *, label, label_text, video_id, group,
-                                                  clip, height, width, fps):
+                         clip, height, width, fps):
     """Serialises one video's JPEG frames and metadata as a SequenceExample.
 
     Args:
@@ -74,25 +92,19 @@ def encode_video_example(jpeg_frames, *, label, label_text, video_id, group,
     Returns:
         The serialised `tf.train.SequenceExample` as bytes.
     """
-    context = tf.train.Features(feature={
-        LABEL_INDEX: _int64(label),
-        LABEL_TEXT: _bytes(label_text),
-        VIDEO_ID: _bytes(video_id),
-        VIDEO_GROUP: _int64(group),
-        VIDEO_CLIP: _int64(clip),
-        NUM_FRAMES: _int64(len(jpeg_frames)),
-        HEIGHT: _int64(height),
-        WIDTH: _int64(width),
-        FPS: _float(fps),
+    context = _map({
+        LABEL_INDEX: _int64_feature(label),
+        LABEL_TEXT: _bytes_feature(label_text),
+        VIDEO_ID: _bytes_feature(video_id),
+        VIDEO_GROUP: _int64_feature(group),
+        VIDEO_CLIP: _int64_feature(clip),
+        NUM_FRAMES: _int64_feature(len(jpeg_frames)),
+        HEIGHT: _int64_feature(height),
+        WIDTH: _int64_feature(width),
+        FPS: _float_feature(fps),
     })
-    frames = tf.train.FeatureList(feature=[
-        tf.train.Feature(bytes_list=tf.train.BytesList(value=[jpeg]))
-        for jpeg in jpeg_frames
-    ])
-    example = tf.train.SequenceExample(
-        context=context,
-        feature_lists=tf.train.FeatureLists(feature_list={IMAGE_ENCODED: frames}))
-    return example.SerializeToString()
+    frames = b"".join(_field(1, _bytes_feature(jpeg)) for jpeg in jpeg_frames)
+    return _field(1, context) + _field(2, _map({IMAGE_ENCODED: frames}))
 
 
 def parse_video_example(serialized):
@@ -102,8 +114,10 @@ def parse_video_example(serialized):
     tensor `[num_frames]` of still-encoded JPEG frames, so that a reader decodes
     only the frames it needs.
     """
+    import tensorflow as tf
     context, sequence = tf.io.parse_single_sequence_example(
         serialized,
-        context_features=CONTEXT_FEATURES,
-        sequence_features=SEQUENCE_FEATURES)
+        context_features={key: tf.io.FixedLenFeature([], tf.dtypes.as_dtype(kind))
+                          for key, kind in CONTEXT_TYPES.items()},
+        sequence_features={IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string)})
     return {**context, IMAGE_ENCODED: sequence[IMAGE_ENCODED]}

@@ -67,14 +67,16 @@ class VideoFile:
         """The rate `frames(fps=fps)` yields at: `fps`, or the source's if lower."""
         return min(fps, self.source_fps) if fps else self.source_fps
 
-    def frames(self, *, fps=None, max_frames=None):
-        """Yields uint8 RGB `[H, W, 3]` frames in order.
+    def frames(self, *, fps=None, max_frames=None, rgb=True):
+        """Yields uint8 `[H, W, 3]` frames in order, RGB (or OpenCV's BGR).
 
         Args:
             fps: target frame rate; frames are skipped to reach it. Defaults to
                 None, the source rate.
             max_frames: yield at most this many frames (after skipping), so
                 that one huge video cannot exhaust memory. Defaults to None.
+            rgb: False yields OpenCV's own BGR, for callers that hand frames
+                back to OpenCV and so need no conversion at all.
 
         Raises:
             VideoDecodeError: the video holds no decodable frame, or ends well
@@ -82,12 +84,16 @@ class VideoFile:
         """
         index = kept = 0
         while max_frames is None or kept < max_frames:
-            ok, frame = self._capture.read()
-            if not ok:
-                break
             if keep_frame(index, self.source_fps, fps):
+                ok, frame = self._capture.read()
+                if not ok:
+                    break
                 kept += 1
-                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame
+            # A dropped frame is still decoded (later frames depend on it) but
+            # never converted to an image.
+            elif not self._capture.grab():
+                break
             index += 1
         if not kept:
             raise VideoDecodeError("the video decodes to zero frames")
@@ -134,10 +140,11 @@ def resize_frame(frame, policy, image_size):
     return resized
 
 
-def encode_jpeg(frame, quality=90):
-    """Encodes one uint8 RGB frame `[H, W, 3]` as JPEG bytes."""
-    ok, buffer = cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                              [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+def encode_jpeg(frame, quality=90, *, bgr=False):
+    """Encodes one uint8 RGB (or, with `bgr`, OpenCV's BGR) frame `[H, W, 3]` as JPEG bytes."""
+    if not bgr:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR)
+    ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise VideoDecodeError("OpenCV could not JPEG-encode a frame")
     return buffer.tobytes()
@@ -147,7 +154,9 @@ def encode_video(path, *, resize, image_size, jpeg_quality=90, fps=None, max_fra
     """Decodes, resizes and JPEG-encodes a video file, one frame at a time.
 
     The Beam job and `scripts/predict.py` both call this, so a video becomes
-    frames the same way at preprocessing and at inference.
+    frames the same way at preprocessing and at inference. Frames stay in
+    OpenCV's BGR from decoder to encoder: the JPEG holds the same RGB image,
+    without two colour conversions per frame.
 
     Returns:
         `(jpegs, height, width, fps)`: the JPEG bytes of each frame, the frame
@@ -155,8 +164,8 @@ def encode_video(path, *, resize, image_size, jpeg_quality=90, fps=None, max_fra
     """
     jpegs = []
     with VideoFile(path) as clip:
-        for frame in clip.frames(fps=fps, max_frames=max_frames):
+        for frame in clip.frames(fps=fps, max_frames=max_frames, rgb=False):
             frame = resize_frame(frame, resize, image_size)
-            jpegs.append(encode_jpeg(frame, jpeg_quality))
+            jpegs.append(encode_jpeg(frame, jpeg_quality, bgr=True))
         height, width = frame.shape[:2]
         return jpegs, height, width, clip.stored_fps(fps)

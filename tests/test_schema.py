@@ -1,8 +1,12 @@
 """The record schema: encode then parse gives back frames and metadata, eagerly and in tf.data."""
 
+import subprocess
+import sys
+
 import numpy as np
 import tensorflow as tf
 
+from conftest import REPO
 from preprocess import schema, video
 from records import decode_frames
 
@@ -46,3 +50,42 @@ def test_model_garden_keys():
     example = tf.train.SequenceExample.FromString(_example())
     assert set(example.feature_lists.feature_list) == {"image/encoded"}
     assert "clip/label/index" in example.context.feature
+
+
+def test_the_writer_gives_the_message_tensorflow_builds():
+    # The writer speaks protobuf's wire format itself; TensorFlow's own
+    # message, built field by field, must be the same message.
+    jpegs = [b"\xff\xd8one", b"", b"\xff\xd8" + bytes(range(256)) * 3]
+    ours = tf.train.SequenceExample.FromString(schema.encode_video_example(
+        jpegs, label=300, label_text="Café crème", video_id="a!b&c", group=-1, clip=-1,
+        height=128, width=171, fps=12.5))
+
+    def feature(value):
+        if isinstance(value, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+        if isinstance(value, float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+
+    context = {schema.LABEL_INDEX: 300, schema.LABEL_TEXT: "Café crème".encode(),
+               schema.VIDEO_ID: b"a!b&c", schema.VIDEO_GROUP: -1, schema.VIDEO_CLIP: -1,
+               schema.NUM_FRAMES: 3, schema.HEIGHT: 128, schema.WIDTH: 171,
+               schema.FPS: 12.5}
+    theirs = tf.train.SequenceExample(
+        context=tf.train.Features(feature={k: feature(v) for k, v in context.items()}),
+        feature_lists=tf.train.FeatureLists(feature_list={
+            schema.IMAGE_ENCODED: tf.train.FeatureList(feature=[feature(j) for j in jpegs])}))
+    assert ours == theirs
+    parsed = schema.parse_video_example(theirs.SerializeToString())
+    assert int(parsed[schema.VIDEO_GROUP]) == -1
+    assert parsed[schema.LABEL_TEXT].numpy().decode() == "Café crème"
+
+
+def test_writing_needs_no_tensorflow():
+    code = ("import sys; from preprocess import pipeline, schema; "
+            "schema.encode_video_example([b'x'], label=0, label_text='a', video_id='v', "
+            "group=1, clip=1, height=1, width=1, fps=1.0); "
+            "print('tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO)
+    assert result.stdout.strip() == "False", result.stderr[-2000:]

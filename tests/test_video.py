@@ -42,6 +42,19 @@ def test_decode_real_clip(real_ucf101_dir):
     assert few.shape[0] == 20 and fps10 == 10
 
 
+def test_encoding_skips_conversions_and_dropped_frames_without_changing_a_byte(
+        real_ucf101_dir):
+    path = real_ucf101_dir / "v_CricketBowling_g05_c02.avi"
+    every, _ = decode_video(path)  # RGB, every frame read in full
+    kept = [i for i in range(len(every)) if video.keep_frame(i, 25, 10)]
+    expected = [video.encode_jpeg(video.resize_frame(every[i], "short_side", 64), 90)
+                for i in kept]
+    jpegs, height, width, fps = video.encode_video(path, resize="short_side",
+                                                   image_size=64, fps=10)
+    assert (height, width, fps) == (64, 85, 10)
+    assert jpegs == expected
+
+
 def test_synthetic_video_is_xvid_320x240_25fps(tmp_path):
     import cv2
     frames = synthetic.render_clip("SlideLeft", np.random.default_rng(0), num_frames=12)
