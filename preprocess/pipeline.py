@@ -4,18 +4,19 @@ Run it as `python -m preprocess --source SRC --output_dir OUT [options]
 [Beam pipeline options]`; `run(argv)` is what the command and the tests call.
 The driver lists the source and assigns splits and labels before any Beam
 work, so a bad request fails at once. The pipeline then reshuffles the video
-list, decodes each video on the workers, writes each split with Beam's
-TFRecord sink, and routes unreadable videos to `failures.jsonl`. The
-manifest is written last.
+list, decodes each video on the workers into fragment files, cuts each
+split's shards from them (`preprocess.shards`), and routes unreadable videos
+to `failures.jsonl`. The launcher checks the counts the pipeline reports,
+without opening a shard, and writes the manifest last.
 """
 
 import argparse
 import collections
+import contextlib
 import dataclasses
 import datetime
 import glob
 import json
-import math
 import os
 import shutil
 import sys
@@ -25,20 +26,20 @@ import cv2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from preprocess import __version__
 from preprocess import manifest as manifest_lib
-from preprocess import layouts, schema, splits, video
+from preprocess import layouts, progress, schema, shards, splits, video
 from preprocess.errors import UserError
 from preprocess.sources import open_source
 
-_SUMMARY_NAME = "_summary"
-# Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
-_TARGET_SHARD_BYTES = 150e6
-# Rough JPEG size at quality 90 on natural video: a tenth of the raw RGB bytes.
-_JPEG_BYTES_PER_PIXEL = 0.3
-# UCF101's mean clip is about 7 s; assumed when estimating shard counts.
-_EXPECTED_SECONDS = 7.0
+# What the pipeline writes beside the shards; the launcher reads and removes
+# the first two, and `failures.jsonl` stays.
+JOB_OUTPUTS = {"summary": "_summary.json", "shards": "_shards.jsonl",
+               "failures": manifest_lib.FAILURES_NAME}
 
 
 class PreprocessError(UserError):
@@ -120,32 +121,25 @@ class VideoTask:
     label: int
 
 
-@dataclasses.dataclass(frozen=True)
-class VideoRecord:
-    """A decoded video: its serialised SequenceExample and what the summary needs."""
-    split: str
-    class_name: str
-    num_frames: int
-    height: int
-    width: int
-    example: bytes
-
-
 class DecodeVideoFn(beam.DoFn):
-    """Decodes, resizes and JPEG-encodes one video into a `VideoRecord`.
+    """Decodes, resizes and JPEG-encodes each video into a record of a fragment file.
 
-    A video that cannot be used goes to the `failed` output with the reason;
-    it never raises, so one bad file cannot stop the job.
+    Emits, when its bundle ends, the bundle's `shards.Fragment`s. A video that
+    cannot be used goes to the `failed` output with the reason; it never
+    raises, so one bad file cannot stop the job.
     """
     FAILED = "failed"
 
-    def __init__(self, source, *, fps, max_frames, resize, image_size, jpeg_quality):
+    def __init__(self, source, output_dir, *, fps, max_frames, resize, image_size,
+                 jpeg_quality, progress=None):
         self.source_spec = source
+        self.output_dir = output_dir
         self.fps = fps
         self.max_frames = max_frames
         self.resize = resize
         self.image_size = image_size
         self.jpeg_quality = jpeg_quality
+        self.progress = progress
         self.decoded = beam.metrics.Metrics.counter("preprocess", "videos_written")
         self.failed = beam.metrics.Metrics.counter("preprocess", "videos_failed")
         self.frames = beam.metrics.Metrics.counter("preprocess", "frames_written")
@@ -158,6 +152,9 @@ class DecodeVideoFn(beam.DoFn):
 
     def teardown(self):
         self._source.close()
+
+    def start_bundle(self):
+        self._writer = shards.FragmentWriter(self.output_dir)
 
     def process(self, task):
         ref = task.ref
@@ -180,17 +177,25 @@ class DecodeVideoFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.FAILED, {
                 "path": ref.location, "video_id": ref.video_id,
                 "split": task.split, "class": ref.class_name, "reason": reason})
-            return
-        self.decoded.inc()
-        self.frames.inc(len(jpegs))
-        yield VideoRecord(task.split, ref.class_name, len(jpegs), height, width, example)
+        else:
+            self._writer.write(task.split, ref.video_id, example,
+                               (ref.class_name, len(jpegs), height, width))
+            self.decoded.inc()
+            self.frames.inc(len(jpegs))
+        finally:
+            if self.progress:
+                progress.tick(self.progress)
+
+    def finish_bundle(self):
+        for fragment in self._writer.close():
+            yield WindowedValue(fragment, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class DecodeVideos(beam.PTransform):
     """Spreads the video list over workers and decodes it.
 
-    Returns a tagged result with the records as `records` and failures as
-    `failed`.
+    Returns a tagged result with the fragments as `fragments` and failures
+    as `failed`.
     """
 
     def __init__(self, decode_fn):
@@ -203,29 +208,27 @@ class DecodeVideos(beam.PTransform):
                 # fusion with Create so the decode work spreads over workers.
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Decode" >> beam.ParDo(self.decode_fn).with_outputs(
-                    DecodeVideoFn.FAILED, main="records"))
+                    DecodeVideoFn.FAILED, main="fragments"))
 
 
-class WriteSplits(beam.PTransform):
-    """Writes each split's examples to `<output_dir>/<split>/` with Beam's TFRecord sink."""
+class WriteShards(beam.PTransform):
+    """Cuts the fragments into each split's shards and writes them in parallel.
+
+    Returns one manifest entry per shard: split, path, records, bytes.
+    """
 
     def __init__(self, output_dir, split_shards):
         super().__init__()
         self.output_dir = output_dir
         self.split_shards = split_shards
 
-    def expand(self, records):
-        names = list(self.split_shards)
-        parts = records | "BySplit" >> beam.Partition(
-            lambda record, _: names.index(record.split), len(names))
-        for name, part in zip(names, parts):
-            prefix = FileSystems.join(self.output_dir, name, name)
-            (part
-             | f"Serialise_{name}" >> beam.Map(lambda record: record.example)
-             | f"Write_{name}" >> beam.io.WriteToTFRecord(
-                 prefix, file_name_suffix=manifest_lib.RECORD_SUFFIX,
-                 num_shards=self.split_shards[name]))
-        return records.pipeline
+    def expand(self, fragments):
+        return (fragments
+                | "CollectFragments" >> beam.combiners.ToList()
+                | "PlanShards" >> beam.FlatMap(shards.plan_shards, self.output_dir,
+                                               self.split_shards)
+                | "SpreadShards" >> beam.Reshuffle()
+                | "CopyRanges" >> beam.Map(shards.write_shard))
 
 
 class SummariseFn(beam.CombineFn):
@@ -235,10 +238,11 @@ class SummariseFn(beam.CombineFn):
         return {"videos": collections.Counter(), "frames": collections.Counter(),
                 "sizes": set()}
 
-    def add_input(self, acc, record):
-        acc["videos"][(record.split, record.class_name)] += 1
-        acc["frames"][record.split] += record.num_frames
-        acc["sizes"].add((record.height, record.width))
+    def add_input(self, acc, fragment):
+        for class_name, num_frames, height, width in fragment.videos:
+            acc["videos"][(fragment.split, class_name)] += 1
+            acc["frames"][fragment.split] += num_frames
+            acc["sizes"].add((height, width))
         return acc
 
     def merge_accumulators(self, accumulators):
@@ -322,22 +326,11 @@ def print_counters(result):
               flush=True)
 
 
-def estimate_num_shards(num_videos, args):
-    """Shards for a split so that each holds roughly 150 MB of JPEG frames."""
-    height, width = video.resized_shape(*video.UCF101_FRAME_SIZE, args.resize,
-                                        args.image_size)
-    frames = _EXPECTED_SECONDS * (args.fps or video.UCF101_FPS)
-    if args.max_frames:
-        frames = min(frames, args.max_frames)
-    total = num_videos * frames * height * width * _JPEG_BYTES_PER_PIXEL
-    return max(1, min(num_videos, math.ceil(total / _TARGET_SHARD_BYTES)))
-
-
 def prepare_output_dir(output_dir, overwrite):
     """Refuses to mix runs: an output with records needs `--overwrite`, which clears it."""
     old = [m.path for pattern in (manifest_lib.MANIFEST_NAME,
                                   "*/*" + manifest_lib.RECORD_SUFFIX,
-                                  manifest_lib.FAILURES_NAME, _SUMMARY_NAME + "*")
+                                  *JOB_OUTPUTS.values())
            for m in FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list]
     if old and not overwrite:
         raise PreprocessError(f"{output_dir} already holds records; pass --overwrite "
@@ -350,37 +343,35 @@ def prepare_output_dir(output_dir, overwrite):
 
 
 def remove_beam_temp(output_dir):
-    """Removes the `beam-temp-*` folders that Beam's multi-processing DirectRunner can leave."""
+    """Removes the fragments and the `beam-temp-*` folders Beam's sinks can leave."""
     if FileSystems.get_scheme(output_dir) is None:
-        for pattern in ("beam-temp-*", "*/beam-temp-*"):
+        for pattern in (shards.FRAGMENTS, "beam-temp-*", "*/beam-temp-*"):
             for path in glob.glob(os.path.join(output_dir, pattern)):
                 shutil.rmtree(path, ignore_errors=True)
     else:  # Object stores have no empty folders: deleting the files is enough.
         leftovers = [m.path for m in FileSystems.match(
             [FileSystems.join(output_dir, "**")])[0].metadata_list
-                     if "/beam-temp-" in m.path]
+                     if "/beam-temp-" in m.path or f"/{shards.FRAGMENTS}/" in m.path]
         if leftovers:
             FileSystems.delete(leftovers)
 
 
-def count_records(paths):
-    """Counts the records in TFRecord files by reading them back."""
-    import tensorflow as tf
-    if not paths:
-        return 0
-    return int(tf.data.TFRecordDataset(paths).reduce(0, lambda n, _: n + 1))
-
-
 def default_runner_args(beam_args):
-    """Runs the DirectRunner over all local cores unless another runner is named."""
-    if any(arg.startswith("--runner") for arg in beam_args):
+    """Runs the DirectRunner on a thread per local core unless another runner is named.
+
+    Threads, not processes: the work is OpenCV's decode, resize and JPEG
+    encode, which release the GIL, and threads skip starting a Python per
+    worker. `--direct_running_mode multi_processing` still picks processes.
+    """
+    if not is_local_runner(beam_args):
         return beam_args
     extra = []
-    if not any(arg.startswith("--direct_running_mode") for arg in beam_args):
-        extra.append("--direct_running_mode=multi_processing")
-        if not any(arg.startswith("--direct_num_workers") for arg in beam_args):
-            extra.append("--direct_num_workers=0")
-    if not any(arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+    mode = beam_flag(beam_args, "direct_running_mode")
+    if mode is None:
+        extra.append("--direct_running_mode=multi_threading")
+    if mode != "in_memory" and beam_flag(beam_args, "direct_num_workers") is None:
+        extra.append("--direct_num_workers=0")
+    if beam_flag(beam_args, "default_sdk_harness_log_level") is None:
         extra.append("--default_sdk_harness_log_level=WARNING")
     return beam_args + extra
 
@@ -441,21 +432,37 @@ def check_args(args):
 
 
 def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
-    """The job as a handful of labelled steps: list, decode, write, summarise."""
+    """The job as a handful of labelled steps: list, decode, cut shards, summarise."""
     decoded = (pipeline
                | "ListVideos" >> beam.Create(tasks)
                | "DecodeVideos" >> DecodeVideos(decode_fn))
-    decoded.records | "WriteSplits" >> WriteSplits(output_dir, split_shards)
-    (decoded.records
-     | "Summarise" >> beam.CombineGlobally(SummariseFn())
-     | "WriteSummary" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, _SUMMARY_NAME),
-         file_name_suffix=".json", num_shards=1, shard_name_template=""))
-    (decoded[DecodeVideoFn.FAILED]
-     | "FailureToJson" >> beam.Map(json.dumps, sort_keys=True)
-     | "WriteFailures" >> beam.io.WriteToText(
-         FileSystems.join(output_dir, "failures"),
-         file_name_suffix=".jsonl", num_shards=1, shard_name_template=""))
+    for name, lines in (
+            ("shards", decoded.fragments
+             | "WriteShards" >> WriteShards(output_dir, split_shards)
+             | "ShardToJson" >> beam.Map(json.dumps, sort_keys=True)),
+            ("summary", decoded.fragments
+             | "Summarise" >> beam.CombineGlobally(SummariseFn())),
+            ("failures", decoded[DecodeVideoFn.FAILED]
+             | "FailureToJson" >> beam.Map(json.dumps, sort_keys=True))):
+        lines | f"Write_{name}" >> beam.io.WriteToText(
+            FileSystems.join(output_dir, JOB_OUTPUTS[name]), num_shards=1,
+            shard_name_template="")
+
+
+def beam_flag(beam_args, name):
+    """The value of a Beam flag given as `--name value` or `--name=value`, or None."""
+    value = None
+    for index, arg in enumerate(beam_args):
+        if arg == f"--{name}" and index + 1 < len(beam_args):
+            value = beam_args[index + 1]
+        elif arg.startswith(f"--{name}="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
+def is_local_runner(beam_args):
+    """Whether the job runs on this machine's DirectRunner (the default)."""
+    return beam_flag(beam_args, "runner") in (None, "DirectRunner", "direct")
 
 
 def run(argv=None):
@@ -465,23 +472,26 @@ def run(argv=None):
     check_args(args)
     listing, classes, tasks, split_spec = plan_tasks(args)
     selected = collections.Counter(task.split for task in tasks)
-    split_shards = {name: args.num_shards or estimate_num_shards(count, args)
-                    for name, count in sorted(selected.items())}
+    split_shards = {name: args.num_shards for name in sorted(selected)}
     prepare_output_dir(args.output_dir, args.overwrite)
     print(f"preprocess: {len(tasks)} videos of {len(classes)} classes from "
-          f"{args.source} (layout {listing.layout}): " + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())),
-          flush=True)
+          f"{args.source} (layout {listing.layout}): "
+          + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())), flush=True)
 
     options = PipelineOptions(default_runner_args(beam_args))
-    decode_fn = DecodeVideoFn(args.source, fps=args.fps,
-                              max_frames=args.max_frames, resize=args.resize,
-                              image_size=args.image_size,
-                              jpeg_quality=args.jpeg_quality)
     started = datetime.datetime.now(datetime.timezone.utc)
-    pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, tasks, decode_fn, args.output_dir, split_shards)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with contextlib.ExitStack() as stack:
+        watch = (stack.enter_context(progress.Progress(len(tasks)))
+                 if is_local_runner(beam_args) else None)
+        decode_fn = DecodeVideoFn(args.source, args.output_dir, fps=args.fps,
+                                  max_frames=args.max_frames, resize=args.resize,
+                                  image_size=args.image_size,
+                                  jpeg_quality=args.jpeg_quality,
+                                  progress=watch.path if watch else None)
+        pipeline = beam.Pipeline(options=options)
+        build_pipeline(pipeline, tasks, decode_fn, args.output_dir, split_shards)
+        result = pipeline.run()
+        result.wait_until_finish()
     seconds = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     print_counters(result)
 
@@ -492,35 +502,45 @@ def run(argv=None):
 
 def finish(args, listing, classes, selected, split_spec, started, seconds):
     """Checks that nothing was lost, then builds the manifest."""
-    summary, failures = read_job_outputs(args.output_dir)
-    split_info = verify_splits(args.output_dir, classes, selected, summary, failures)
+    outputs = read_job_outputs(args.output_dir)
+    split_info = verify_splits(args.output_dir, classes, selected, *outputs)
     total = sum(selected.values())
     out = args.output_dir
     print(f"preprocess: {total} videos in {seconds:.1f} s "
           f"({total / max(seconds, 1e-9):.2f} videos/s); manifest at "
           f"{FileSystems.join(out, manifest_lib.MANIFEST_NAME)}", flush=True)
+    failures = outputs[2]
     if failures:
         print(f"preprocess: {len(failures)} videos failed; see "
               f"{FileSystems.join(out, manifest_lib.FAILURES_NAME)}", flush=True)
-    return build_manifest(args, listing, classes, split_spec, split_info, summary,
+    return build_manifest(args, listing, classes, split_spec, split_info, outputs[0],
                           started, seconds)
 
 
 def read_job_outputs(out):
-    """The pipeline's summary (then removed) and failure records, and Beam's temp cleaned."""
-    summary_path = FileSystems.join(out, _SUMMARY_NAME + ".json")
-    with FileSystems.open(summary_path) as handle:
-        summary = json.loads(handle.read().decode("utf-8") or "{}")
-    FileSystems.delete([summary_path])
+    """The pipeline's summary, shard entries (both then removed) and failure records.
+
+    Also removes the fragments and Beam's temporary files. Nothing here opens a shard.
+    """
+    def lines(name, remove=True):
+        path = FileSystems.join(out, JOB_OUTPUTS[name])
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8")
+        if remove:
+            FileSystems.delete([path])
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    summary = (lines("summary") or [{}])[0]
+    shard_entries = lines("shards")
+    failures = lines("failures", remove=False)
     remove_beam_temp(out)
-    with FileSystems.open(FileSystems.join(out, manifest_lib.FAILURES_NAME)) as handle:
-        failures = [json.loads(line) for line in handle.read().decode("utf-8").splitlines()
-                    if line.strip()]
-    return summary, failures
+    return summary, shard_entries, failures
 
 
-def verify_splits(out, classes, selected, summary, failures):
-    """Per split: `written + failed == selected`, counted from the shards themselves.
+def verify_splits(out, classes, selected, summary, shard_entries, failures):
+    """Per split: `written + failed == selected`, from the pipeline's own counts.
+
+    The shards' sizes on the filesystem must be the sizes the pipeline wrote.
 
     Returns:
         The manifest's `splits` entry. Raises `PreprocessError` when counts do
@@ -532,15 +552,14 @@ def verify_splits(out, classes, selected, summary, failures):
     failed = collections.Counter(f["split"] for f in failures)
     split_info, problems = {}, []
     for split, count in sorted(selected.items()):
-        matched = sorted(
-            FileSystems.match([FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)]
-                              )[0].metadata_list, key=lambda m: m.path)
-        shards = [m.path for m in matched]
-        # Count what the shards really hold, not what the decoder emitted.
-        shard_records = [count_records([path]) for path in shards]
-        written = sum(shard_records)
+        entries = sorted((e for e in shard_entries if e["split"] == split),
+                         key=lambda e: e["path"])
+        on_disk = {m.path: m.size_in_bytes for m in FileSystems.match(
+            [FileSystems.join(out, split, "*" + manifest_lib.RECORD_SUFFIX)])[0].metadata_list}
+        written = sum(e["records"] for e in entries)
         ok = (written == sum(written_per_class[split].values())
-              and written + failed[split] == count)
+              and written + failed[split] == count
+              and {e["path"]: e["bytes"] for e in entries} == on_disk)
         print(f"preprocess: {split}: written {written} + failed {failed[split]} "
               f"{'==' if ok else '!='} selected {count}", flush=True)
         if not ok:
@@ -551,14 +570,15 @@ def verify_splits(out, classes, selected, summary, failures):
             "num_selected": count,
             "num_frames": summary.get("frames", {}).get(split, 0),
             "per_class": {c: written_per_class[split].get(c, 0) for c in classes},
-            "shards": [f"{split}/{path.rstrip('/').split('/')[-1]}" for path in shards],
+            "shards": [f"{split}/{e['path'].rstrip('/').split('/')[-1]}" for e in entries],
             # Per shard, so a reader can spot a truncated copy without reading it.
-            "shard_records": shard_records,
-            "shard_bytes": [m.size_in_bytes for m in matched],
+            "shard_records": [e["records"] for e in entries],
+            "shard_bytes": [e["bytes"] for e in entries],
         }
     if problems:
-        raise PreprocessError(f"video counts do not add up in {', '.join(problems)}; "
-                              "the records are incomplete, run again with --overwrite")
+        raise PreprocessError(f"video counts or shard sizes do not add up in "
+                              f"{', '.join(problems)}; the records are incomplete, run "
+                              "again with --overwrite")
     return split_info
 
 

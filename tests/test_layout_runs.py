@@ -13,8 +13,8 @@ from conftest import REAL_CLIPS, REPO, assert_one_line_error, run_cli
 from preprocess import pipeline
 from records import read_split
 
-IN_MEMORY = "--direct_running_mode=in_memory"
-SMALL = ["--image_size", "48", IN_MEMORY]
+# The default runner: the DirectRunner with a thread per core.
+SMALL = ["--image_size", "48"]
 
 
 def _place(synthetic_dir, real_ucf101_dir, root, plan):

@@ -10,7 +10,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from conftest import REAL_CLIPS, SYNTHETIC, assert_one_line_error, copy_videos, run_cli
-from preprocess import pipeline
+from preprocess import pipeline, shards
 from preprocess.layouts import ucf101_ref
 from preprocess.synthetic import MOTION_CLASSES
 from records import read_split, shard_files
@@ -24,11 +24,11 @@ def _task(folder, name, split="train", label=0):
     return pipeline.VideoTask(ucf101_ref(str(folder / name)), split, label)
 
 
-def _decode_fn(source, **overrides):
+def _decode_fn(source, output_dir, **overrides):
     options = dict(fps=None, max_frames=None, resize="short_side", image_size=32,
                    jpeg_quality=90)
     options.update(overrides)
-    return pipeline.DecodeVideoFn(str(source), **options)
+    return pipeline.DecodeVideoFn(str(source), str(output_dir), **options)
 
 
 # ---------------------------------------------------------------------------
@@ -44,12 +44,12 @@ def test_decode_videos_routes_failures(synthetic_dir, tmp_path):
              _task(folder, "v_Grow_g09_c01.avi", "val", 0)]
     with TestPipeline() as p:
         result = (p | beam.Create(tasks)
-                  | pipeline.DecodeVideos(_decode_fn(folder)))
-        summary = result.records | beam.Map(
-            lambda r: (r.split, r.class_name, r.num_frames, r.height, r.width))
+                  | pipeline.DecodeVideos(_decode_fn(folder, tmp_path / "out")))
+        summary = result.fragments | beam.FlatMap(
+            lambda f: [(f.split, *video, len(f.sizes)) for video in f.videos])
         assert_that(summary, equal_to([
-            ("train", "Grow", SYNTHETIC["num_frames"], 32, 43),
-            ("test", "Shrink", SYNTHETIC["num_frames"], 32, 43)]))
+            ("train", "Grow", SYNTHETIC["num_frames"], 32, 43, 1),
+            ("test", "Shrink", SYNTHETIC["num_frames"], 32, 43, 1)]))
         failed = result[pipeline.DecodeVideoFn.FAILED] | beam.Map(
             lambda f: (f["video_id"], f["split"], "OpenCV" in f["reason"]
                        or "zero frames" in f["reason"]))
@@ -58,11 +58,10 @@ def test_decode_videos_routes_failures(synthetic_dir, tmp_path):
 
 
 def test_summarise_counts_per_split_and_class():
-    records = [pipeline.VideoRecord("train", "A", 10, 8, 8, b""),
-               pipeline.VideoRecord("train", "A", 5, 8, 8, b""),
-               pipeline.VideoRecord("test", "B", 7, 8, 10, b"")]
+    fragments = [shards.Fragment("train", "f1", (9, 9), (("A", 10, 8, 8), ("A", 5, 8, 8)), "a"),
+                 shards.Fragment("test", "f2", (9,), (("B", 7, 8, 10),), "b")]
     with TestPipeline() as p:
-        summary = (p | beam.Create(records)
+        summary = (p | beam.Create(fragments)
                    | beam.CombineGlobally(pipeline.SummariseFn())
                    | beam.Map(json.loads))
         assert_that(summary, equal_to([{
@@ -83,9 +82,9 @@ def test_multiprocessing_run_on_synthetic_and_real_clips(synthetic_dir, real_ucf
         os.symlink(real_ucf101_dir / f"{name}.avi", source / f"{name}.avi")
     (source / "README.txt").write_text("not a video")
     out = tmp_path / "records"
-    # No runner flags: the default is the DirectRunner in multi-processing mode.
+    # Beam's process mode; the default, threads, runs in test_layout_runs.
     manifest = pipeline.run(["--source", str(source), "--output_dir", str(out),
-                             "--num_shards", "2"])
+                             "--num_shards", "2", "--direct_running_mode=multi_processing"])
 
     classes = sorted(list(MOTION_CLASSES) + [c for c, *_ in REAL_CLIPS.values()])
     assert manifest["classes"] == classes

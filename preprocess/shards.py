@@ -1,0 +1,174 @@
+"""Shard files cut from fragments written where the videos are decoded.
+
+Beam's TFRecord sink with a fixed shard count groups every record by shard,
+so each video's frames would travel from the worker that decoded them,
+through the shuffle, to the worker that writes their shard. Here the
+decoding worker appends each record to a fragment file of its bundle and
+passes on only the fragment's name and record sizes. One small step then
+cuts each split's records into shards balanced by bytes, and each shard is
+written by copying byte ranges out of the fragments. The pipeline so knows
+every shard's record count and size, and the launcher never reads a shard.
+
+Records use the TFRecord framing: the length, its masked CRC32C, the data,
+its masked CRC32C. A retried bundle writes new fragments under new names;
+fragments are removed when the job ends.
+"""
+
+import bisect
+import dataclasses
+import itertools
+import math
+import struct
+import uuid
+
+import google_crc32c
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from preprocess import manifest as manifest_lib
+
+FRAGMENTS = "_fragments"
+# Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
+TARGET_SHARD_BYTES = 150e6
+_COPY_CHUNK = 8 << 20
+_RAW = CompressionTypes.UNCOMPRESSED
+
+
+def _masked_crc(data):
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tfrecord(data):
+    """One record in the TFRecord framing, as bytes."""
+    length = struct.pack("<Q", len(data))
+    return b"".join((length, struct.pack("<I", _masked_crc(length)), data,
+                     struct.pack("<I", _masked_crc(data))))
+
+
+@dataclasses.dataclass(frozen=True)
+class Fragment:
+    """A file of framed records of one split, written by one bundle.
+
+    Attributes:
+        split: the split its records belong to.
+        path: where it is.
+        sizes: the framed size of each record, in file order.
+        videos: `(class, frames, height, width)` of each record, for the summary.
+        first_id: the first record's video id; orders fragments reproducibly.
+    """
+    split: str
+    path: str
+    sizes: tuple
+    videos: tuple
+    first_id: str
+
+
+class FragmentWriter:
+    """Appends the records of one bundle to one fragment file per split."""
+
+    def __init__(self, output_dir):
+        self.folder = FileSystems.join(output_dir, FRAGMENTS)
+        self._open = {}
+
+    def write(self, split, video_id, example, summary):
+        if split not in self._open:
+            path = FileSystems.join(self.folder, f"{split}-{uuid.uuid4().hex}.frag")
+            self._open[split] = (FileSystems.create(path, compression_type=_RAW), path,
+                                 [], [], video_id)
+        handle, _, sizes, videos, _ = self._open[split]
+        record = tfrecord(example)
+        handle.write(record)
+        sizes.append(len(record))
+        videos.append(summary)
+
+    def close(self):
+        """Closes every fragment; returns them as `Fragment`s."""
+        fragments = []
+        for split, (handle, path, sizes, videos, first_id) in sorted(self._open.items()):
+            handle.close()
+            fragments.append(Fragment(split, path, tuple(sizes), tuple(videos), first_id))
+        self._open = {}
+        return fragments
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: byte ranges `(fragment, start, end)` to copy, in order."""
+    split: str
+    path: str
+    ranges: tuple
+    records: int
+    bytes: int
+
+
+def plan_shards(fragments, output_dir, split_shards):
+    """Cuts each split's records into contiguous shards of about equal bytes.
+
+    Args:
+        fragments: every `Fragment` of the job.
+        split_shards: `{split: shards}`; 0 sizes them to about 150 MB each.
+
+    Returns:
+        A list of `ShardPlan`s, named `<split>/<split>-SSSSS-of-NNNNN.tfrecord`.
+    """
+    plans = []
+    by_split = {}
+    for fragment in sorted(fragments, key=lambda f: (f.split, f.first_id, f.path)):
+        by_split.setdefault(fragment.split, []).append(fragment)
+    for split, parts in sorted(by_split.items()):
+        records = []  # (fragment path, start, size) in order
+        for fragment in parts:
+            offset = 0
+            for size in fragment.sizes:
+                records.append((fragment.path, offset, size))
+                offset += size
+        total = sum(size for _, _, size in records)
+        count = split_shards.get(split) or math.ceil(total / TARGET_SHARD_BYTES)
+        count = max(1, min(count, len(records)))
+        cumulative = list(itertools.accumulate(size for _, _, size in records))
+        cuts = [0]
+        for shard in range(1, count):
+            # The first cut past this shard's share of the bytes, leaving at
+            # least one record to this shard and to each one after it.
+            cut = bisect.bisect_left(cumulative, total * shard / count) + 1
+            cuts.append(min(max(cut, cuts[-1] + 1), len(records) - (count - shard)))
+        cuts.append(len(records))
+        bounds = list(zip(cuts, cuts[1:]))
+        for shard, (start, end) in enumerate(bounds):
+            chosen = records[start:end]
+            plans.append(ShardPlan(
+                split=split,
+                path=FileSystems.join(output_dir, split, f"{split}-{shard:05d}-of-{count:05d}"
+                                      + manifest_lib.RECORD_SUFFIX),
+                ranges=tuple(_merge(chosen)), records=len(chosen),
+                bytes=sum(size for _, _, size in chosen)))
+    return plans
+
+
+def _merge(records):
+    """Adjacent records of one fragment as one byte range."""
+    ranges = []
+    for path, start, size in records:
+        if ranges and ranges[-1][0] == path and ranges[-1][2] == start:
+            ranges[-1][2] = start + size
+        else:
+            ranges.append([path, start, start + size])
+    return [tuple(r) for r in ranges]
+
+
+def write_shard(plan):
+    """Writes one shard by copying its byte ranges; returns its entry for the manifest."""
+    with FileSystems.create(plan.path, compression_type=_RAW) as out:
+        for path, start, end in plan.ranges:
+            with FileSystems.open(path, compression_type=_RAW) as handle:
+                handle.seek(start)
+                left = end - start
+                while left:
+                    chunk = handle.read(min(left, _COPY_CHUNK))
+                    if not chunk:
+                        raise IOError(f"fragment {path} ends before byte {end}")
+                    out.write(chunk)
+                    left -= len(chunk)
+    return {"split": plan.split, "path": plan.path, "records": plan.records,
+            "bytes": plan.bytes}
