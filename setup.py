@@ -23,7 +23,7 @@ REQUIRED = [
     "einops>=0.7",
     "tqdm>=4.60",
     "requests>=2.28",
-    "google-crc32c>=1.5",  # fast CRCs for Beam's TFRecord sink
+    "google-crc32c>=1.5",  # the CRCs of the TFRecord framing (preprocess/shards.py)
     "matplotlib>=3.7",
     "tensorboard>=2.16",
 ]
