@@ -75,6 +75,7 @@ BASE = dict(
     precision="auto",         # mixed_float16 on tensor-core GPUs, float32 on CPUs
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
     strategy="auto",
+    collective_timeout=300,   # multi_worker: seconds before a silent peer stops the run
     seed=0,
     deterministic=False,      # bit-exact reruns: deterministic ops and input order; slower
     eval_clips=1,             # clips per test video, averaged
@@ -140,7 +141,10 @@ def build_parser():
         help="dtype policy; auto is mixed_float16 on tensor-core GPUs, float32 elsewhere")
     add("--jit_compile", action="store_true", default=None, help="compile with XLA")
     add("--strategy", choices=STRATEGIES, help="tf.distribute strategy; auto "
-        "mirrors over all local GPUs when there are several")
+        "mirrors over all local GPUs when there are several; multi_worker trains on "
+        "the machines TF_CONFIG lists")
+    add("--collective_timeout", type=int, help="multi_worker: seconds to wait for the "
+        "peers to join, and for any collective, before stopping with an error")
     add("--seed", type=int, help="seed of weights, shuffling and augmentation")
     add("--deterministic", action="store_true", default=None,
         help="make a rerun bit-exact (deterministic ops and input order; slower)")
@@ -203,6 +207,10 @@ def check_config(config):
         (config["samples_per_video"] >= 1, "--samples_per_video must be at least 1"),
         (config["eval_clips"] >= 1, "--eval_clips must be at least 1"),
         (config["precise_bn_batches"] >= 0, "--precise_bn_batches must be 0 (off) or more"),
+        (config["collective_timeout"] >= 1, "--collective_timeout must be at least 1 second"),
+        (config["strategy"] != "multi_worker" or not config["overwrite"],
+         "--overwrite cannot be used with --strategy multi_worker, where workers start "
+         "at different moments; empty the --output_dir first, then launch every worker"),
         (config["model"] != "tutorial" or (config["width_multiplier"] == 1.0
                                            and config["dropout"] == 0.0),
          "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
@@ -332,12 +340,16 @@ def clip_specs(config):
     return train, evaluation, test
 
 
-def make_datasets(config, train_spec, val_spec, val_split, num_classes, global_batch):
-    """Training and validation batches with one-hot labels, and training clips for precise BN."""
+def make_datasets(config, train_spec, val_spec, val_split, num_classes, batch_size,
+                  input_shard=None):
+    """Training and validation batches with one-hot labels, and training clips for precise BN.
+
+    `input_shard` is `(worker, workers)` when each worker reads its own shards.
+    """
     import tensorflow as tf
 
     from preprocess import reader
-    read = dict(batch_size=global_batch, skip_corrupt=config["skip_corrupt"])
+    read = dict(batch_size=batch_size, skip_corrupt=config["skip_corrupt"])
 
     def one_hot(clips, labels):
         return clips, tf.one_hot(labels, num_classes)
@@ -345,7 +357,8 @@ def make_datasets(config, train_spec, val_spec, val_split, num_classes, global_b
     def train_batches():
         return reader.make_dataset(config["records"], config["train_split"], train_spec,
                                    repeat=True, seed=config["seed"],
-                                   deterministic=config["deterministic"] or None, **read)
+                                   deterministic=config["deterministic"] or None,
+                                   input_shard=input_shard, **read)
 
     val_ds = val_split and reader.make_dataset(config["records"], val_split, val_spec,
                                                **read).map(one_hot)
@@ -427,7 +440,7 @@ def run(config):
     import keras
     import tensorflow as tf
 
-    from model import export, pretrained, run_dir, training
+    from model import export, multi_worker, pretrained, run_dir, training
     from model.precise_bn import PreciseBatchNorm
     from model.precision import set_precision
     from model.run_dir import RunDir
@@ -435,15 +448,22 @@ def run(config):
     # -------------------------------------------------------------------------
     # Check everything before any work: strategy, records, run folder.
     # -------------------------------------------------------------------------
-    strategy = training.make_strategy(config["strategy"])
+    cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
+    chief = cluster is None or cluster.is_chief
     manifest, val_split, test_split = check_records(config)
     class_names = manifest["classes"]
     run = RunDir(config["output_dir"])
     identity = run_dir.identity(config, config["records"])
-    run.prepare(identity, config["overwrite"])
+    if chief:  # the other workers only read the run folder
+        run.prepare(identity, config["overwrite"])
     done = run.resume_epoch()
     if config["init_from"] and not done:
         pretrained.source_kind(config["init_from"])  # it exists, before any work
+    if cluster:
+        with multi_worker.deadline(config["collective_timeout"], cluster):
+            strategy = multi_worker.make_strategy(config["collective_timeout"])
+    else:
+        strategy = training.make_strategy(config["strategy"])
 
     # -------------------------------------------------------------------------
     # Precision, seeds, batch.
@@ -465,6 +485,11 @@ def run(config):
     num_classes = len(class_names)
     train_ds, val_ds, bn_ds = make_datasets(config, train_spec, val_spec, val_split,
                                             num_classes, global_batch)
+    if cluster:  # each worker reads its own shards, at the per-replica batch
+        train_ds = strategy.distribute_datasets_from_function(lambda context: make_datasets(
+            config, train_spec, val_spec, val_split, num_classes,
+            context.get_per_replica_batch_size(global_batch),
+            input_shard=(context.input_pipeline_id, context.num_input_pipelines))[0])
     steps_per_pass = training.steps_for(
         manifest["splits"][config["train_split"]]["num_videos"]
         * config["samples_per_video"], global_batch)
@@ -480,10 +505,11 @@ def run(config):
           f"{policy}, {replicas} replica(s), global batch {global_batch}, "
           f"{steps} steps per epoch", flush=True)
 
-    record_run(run, config, identity, done, policy=policy, replicas=replicas,
-               global_batch=global_batch, classes=class_names,
-               manifest=run_dir.manifest_summary(manifest))
-    run.write_architecture(network)
+    if chief:
+        record_run(run, config, identity, done, policy=policy, replicas=replicas,
+                   global_batch=global_batch, classes=class_names,
+                   manifest=run_dir.manifest_summary(manifest))
+        run.write_architecture(network)
 
     # -------------------------------------------------------------------------
     # Fit. BackupAndRestore makes the identical command resume; precise BN
@@ -492,12 +518,24 @@ def run(config):
     precise = PreciseBatchNorm(network, bn_ds, min(config["precise_bn_batches"],
                                                         steps_per_pass))
     started = time.time()
-    history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
-                          validation_data=val_ds,
-                          shuffle=False,  # the reader shuffles
-                          callbacks=[precise, *training.make_callbacks(run)],
-                          verbose=1 if sys.stdout.isatty() else 2)
-    epochs, seconds = len(history.epoch), time.time() - started
+    if cluster:
+        epochs = fit_across_workers(network, strategy, cluster, config, run, train_ds,
+                                    val_ds, steps, done)
+        if not chief:
+            print(f"train: {cluster.name} done", flush=True)
+            return None
+        # Evaluation and export run once, on the chief, on the last checkpoint
+        # read back outside the strategy: no peer takes part any more.
+        network = keras.saving.load_model(run.last_checkpoint, compile=False)
+        precise = PreciseBatchNorm(network, bn_ds, precise.num_batches)
+    else:
+        history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
+                              validation_data=val_ds,
+                              shuffle=False,  # the reader shuffles
+                              callbacks=[precise, *training.make_callbacks(run)],
+                              verbose=1 if sys.stdout.isatty() else 2)
+        epochs = len(history.epoch)
+    seconds = time.time() - started
 
     # -------------------------------------------------------------------------
     # Evaluate (several clips per test video, averaged), report, export.
@@ -513,6 +551,38 @@ def run(config):
                         config["image_size"])
     print_summary(run, test_split, report, evaluated)
     return metrics
+
+
+def fit_across_workers(network, strategy, cluster, config, run, train_ds, val_ds, steps,
+                       done):
+    """The epochs of a multi-worker run, with our step and Keras's callbacks; returns
+    how many ran. A peer that dies stops this worker with a `TrainError`."""
+    import keras
+
+    from model import multi_worker, training
+    loop = multi_worker.CustomLoop(network, strategy, top_k=min(5, network.output_shape[-1]),
+                                   jit_compile=config["jit_compile"])
+    if not cluster.is_chief:  # its checkpoints go to a temporary folder, unvalidated
+        warnings.filterwarnings("ignore", message="Can save best model only")
+    try:
+        with multi_worker.worker_folder(run, cluster) as own:
+            callbacks = keras.callbacks.CallbackList(
+                training.make_callbacks(own), add_history=True, model=network,
+                epochs=config["epochs"], steps=steps, verbose=0)
+            validate = (multi_worker.validation(network, val_ds)
+                        if cluster.is_chief and val_ds is not None else None)
+            epochs = loop.fit(train_ds, epochs=config["epochs"], steps=steps,
+                              initial_epoch=done, callbacks=callbacks, validate=validate,
+                              report=(lambda line: print(f"train: {line}", flush=True))
+                              if cluster.is_chief else (lambda line: None))
+        print(f"train: {cluster.name} weights sha256 "
+              f"{multi_worker.weights_digest(network)}", flush=True)
+        return epochs
+    except multi_worker.PEER_ERRORS as error:
+        raise TrainError(
+            f"{cluster.name} lost a peer ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:200]}); relaunch the same command on "
+            f"every worker to resume from epoch {run.resume_epoch()}") from None
 
 
 def record_run(run, config, identity, resuming, **facts):

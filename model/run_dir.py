@@ -25,7 +25,7 @@ from preprocess.errors import UserError
 from preprocess.manifest import MANIFEST_NAME
 
 # Options that do not change what a run computes; a resume may differ in them.
-NOT_IDENTITY = ("output_dir", "overwrite", "strategy")
+NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout")
 # What inference needs of the manifest to turn a new video into frames the same way.
 MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames",
                          "encoding", "created", "schema_version")

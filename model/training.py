@@ -24,20 +24,15 @@ class UnsupportedStrategyError(UserError):
 
 
 def make_strategy(name):
-    """TensorFlow's own distribution engines, chosen by name.
+    """TensorFlow's own distribution engines on one machine, chosen by name.
 
     `auto` is `MirroredStrategy` over all local GPUs when there are several,
-    else one device. `multi_worker` is refused for now (see below).
+    else one device. `multi_worker` is `model.multi_worker`'s: it needs the
+    cluster and its own training step.
     """
     if name == "multi_worker":
-        # Keras 3's fit reduces a distributed batch eagerly while building the
-        # model, which MultiWorkerMirroredStrategy with two or more workers
-        # cannot do (keras-team/keras#20585, seen with Keras 3.15 and TF 2.21).
-        # Fail before any work instead of deep inside fit.
-        raise UnsupportedStrategyError(
-            "--strategy multi_worker: Keras 3 cannot yet fit under "
-            "MultiWorkerMirroredStrategy (keras-team/keras#20585); train on one "
-            "machine with --strategy mirrored (all its GPUs) instead")
+        raise UnsupportedStrategyError("multi_worker is made by model.multi_worker, "
+                                       "which also trains with it")
     gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
         name = "mirrored" if len(gpus) > 1 else "one_device"

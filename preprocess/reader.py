@@ -260,7 +260,7 @@ class ClipSpec:
 
 def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
                  with_video_id=False, skip_corrupt=False, repeat=False, seed=None,
-                 deterministic=None):
+                 deterministic=None, input_shard=None):
     """A `tf.data.Dataset` of `(clips, labels)` batches from a records folder.
 
     Args:
@@ -279,6 +279,9 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         repeat: repeat forever (training with `steps_per_epoch`). Defaults to False.
         seed: seed of file and record shuffling. Defaults to None.
         deterministic: keep element order; defaults to `not spec.training`.
+        input_shard: `(index, count)`: read only every count-th shard file from
+            index, as one of `count` input pipelines (one per worker) does.
+            Defaults to None, all shards.
 
     Returns:
         A dataset of `(clips, labels)` or `(clips, labels, video_ids)`;
@@ -293,6 +296,13 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
     manifest = manifest_lib.read_manifest(records_dir)
     shards = manifest_lib.shard_paths(records_dir, manifest, split)
     check_shards(shards, manifest["splits"][split])
+    if input_shard:
+        index, count = input_shard
+        if len(shards) < count:
+            raise manifest_lib.ManifestError(
+                f"the {split} split of {records_dir} has {len(shards)} shard(s) for "
+                f"{count} workers; preprocess again with --num_shards {count} or more")
+        shards = shards[index::count]
     if deterministic is None:
         deterministic = not training
 

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 import tensorflow as tf
 
 from conftest import REPO
