@@ -172,6 +172,8 @@ class CustomLoop:
 
     def _distributed_sync(self):
         floats = [v for v in self.network.non_trainable_variables if "float" in str(v.dtype)]
+        if not floats:
+            return
 
         def replica():
             context = tf.distribute.get_replica_context()
@@ -193,7 +195,8 @@ class CustomLoop:
             report: prints a line per epoch.
         """
         iterator = iter(dataset)
-        callbacks.on_train_begin()
+        with self.strategy.scope():  # a resume backup builds the optimizer's variables
+            callbacks.on_train_begin()
         ran = 0
         for epoch in range(initial_epoch, epochs):
             started = time.time()

@@ -104,19 +104,59 @@ def test_two_workers_train_one_run_like_one_machine(records, tmp_path):
     assert metrics["test"]["num_videos"] == 16
     assert json.loads((run_dir / "config.json").read_text())["replicas"] == 2
 
-    # One process, Keras's fit, the same global batch and seed: the custom
-    # step must train the same way, up to the workers' own BatchNorm batches.
-    single = tmp_path / "single"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    args = [a if a != "4" or i == 0 or ARGS[i - 1] != "--batch_size" else "8"
-            for i, a in enumerate(ARGS)]
-    result = subprocess.run([sys.executable, "train.py", "--records", str(records),
-                             "--output_dir", str(single), *args, "--epochs", "2"],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def custom_step_against_fit():
+    """One step of `CustomLoop` under MirroredStrategy over two logical CPUs, and one
+    step of Keras's `fit` on one device, from the same weights on the same global batch."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 6)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 8)]
+
+    def compiled():
+        keras.utils.set_random_seed(1)
+        network = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, "relu"),
+                                    keras.layers.Dense(3)])
+        network.compile(optimizer=keras.optimizers.SGD(0.5),
+                        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                                  label_smoothing=0.1))
+        return network
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        ours = compiled()
+    batches = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat())
+    callbacks = keras.callbacks.CallbackList([], add_history=True, model=ours)
+    multi_worker.CustomLoop(ours, strategy, top_k=2).fit(
+        batches, epochs=1, steps=1, initial_epoch=0, callbacks=callbacks,
+        report=lambda line: None)
+    theirs = compiled()
+    history = theirs.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    return (ours.history.history["loss"][0], history.history["loss"][0],
+            max(float(np.abs(a - b).max())
+                for a, b in zip(ours.get_weights(), theirs.get_weights())),
+            max(float(np.abs(a - b).max())
+                for a, b in zip(theirs.get_weights(), compiled().get_weights())))
+
+
+def test_the_step_under_two_replicas_is_fits_step_on_the_global_batch():
+    code = ("from test_multi_worker import custom_step_against_fit\n"
+            "print(*custom_step_against_fit())\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests",
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert result.returncode == 0, result.stderr[-3000:]
-    one = [float(row["loss"]) for row in _history(single)]
-    assert abs(one[0] - losses[0]) < 0.05 * one[0], (one, losses)
-    assert abs(one[1] - losses[1]) < 0.1 * one[1], (one, losses)
+    our_loss, fit_loss, weight_gap, step_size = map(float, result.stdout.split()[-4:])
+    assert abs(our_loss - fit_loss) < 1e-6 * fit_loss
+    assert step_size > 1e-3  # the step moved the weights...
+    assert weight_gap < 1e-6  # ...exactly as fit's did
 
 
 @pytest.mark.slow
@@ -139,10 +179,11 @@ def test_a_killed_worker_and_a_relaunch_resume_the_run(records, tmp_path):
 
     ports = _free_ports(2)
     workers = [_launch(records, run_dir, ports, index, "--epochs", "8") for index in (0, 1)]
-    (code0, out0, err0), (code1, _, err1) = [_finish(w) for w in workers]
+    (code0, out0, err0), (code1, out1, err1) = [_finish(w) for w in workers]
     assert code0 == 0, err0[-3000:]
     assert code1 == 0, err1[-3000:]
     assert f"resuming {run_dir} from epoch {saved}" in out0
+    assert _digest(out0) == _digest(out1)  # both restored the same epoch
     assert [int(row["epoch"]) for row in _history(run_dir)] == list(range(8))
     assert (run_dir / "metrics.json").exists()
 
