@@ -5,7 +5,9 @@
 
 Reads top to bottom: config -> data -> model -> compile -> fit -> evaluate ->
 export. Killing a run and launching the identical command resumes from the
-last completed epoch. Everything it writes lands in --output_dir.
+last completed epoch. Everything it writes lands in --output_dir. With
+`--strategy multi_worker` the same run spans the machines TF_CONFIG lists,
+and `model.multi_worker` drives the epochs where Keras's `fit` cannot.
 """
 
 import argparse
