@@ -258,7 +258,8 @@ def test_cli_errors(synthetic_dir, tmp_path):
 def test_cli_help_lists_the_job_flags():
     result = run_cli("preprocess", "--help")
     assert result.returncode == 0
-    for flag in ("--source", "--per_class", "--split_lists", "--resize", "--num_shards"):
+    for flag in ("--source", "--per_class", "--split_lists", "--resize", "--num_shards",
+                 "--layout", "--annotations", "--split_fractions", "--class_names"):
         assert flag in result.stdout
 
 
