@@ -106,7 +106,7 @@ def test_two_workers_train_one_run_like_one_machine(records, tmp_path):
 
 
 
-def custom_step_against_fit(policy="float32"):
+def custom_step_against_fit(policy="float32", jit_compile=False):
     """One step of `CustomLoop` under MirroredStrategy over two logical CPUs, and one
     step of Keras's `fit` on one device, from the same weights on the same global batch."""
     import keras
@@ -135,7 +135,7 @@ def custom_step_against_fit(policy="float32"):
     batches = strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat())
     callbacks = keras.callbacks.CallbackList([], add_history=True, model=ours)
-    multi_worker.CustomLoop(ours, strategy, top_k=2).fit(
+    multi_worker.CustomLoop(ours, strategy, top_k=2, jit_compile=jit_compile).fit(
         batches, epochs=1, steps=1, initial_epoch=0, callbacks=callbacks,
         report=lambda line: None)
     theirs = compiled()
@@ -147,10 +147,12 @@ def custom_step_against_fit(policy="float32"):
                 for a, b in zip(theirs.get_weights(), compiled().get_weights())))
 
 
-@pytest.mark.parametrize("policy,tolerance", [("float32", 1e-6), ("mixed_bfloat16", 2e-2)])
-def test_the_step_under_two_replicas_is_fits_step_on_the_global_batch(policy, tolerance):
+@pytest.mark.parametrize("policy,jit_compile,tolerance", [
+    ("float32", False, 1e-6), ("mixed_bfloat16", False, 2e-2), ("float32", True, 1e-5)])
+def test_the_step_under_two_replicas_is_fits_step_on_the_global_batch(policy, jit_compile,
+                                                                       tolerance):
     code = ("from test_multi_worker import custom_step_against_fit\n"
-            f"print(*custom_step_against_fit({policy!r}))\n")
+            f"print(*custom_step_against_fit({policy!r}, {jit_compile}))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests",
                             capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
