@@ -453,6 +453,13 @@ def run(config):
     cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
     chief = cluster is None or cluster.is_chief
     manifest, val_split, test_split = check_records(config)
+    if cluster:
+        shards = len(manifest["splits"][config["train_split"]]["shards"])
+        if shards < len(cluster.addresses):
+            raise TrainError(f"the {config['train_split']} split of {config['records']} has "
+                             f"{shards} shard(s) for {len(cluster.addresses)} workers, each of "
+                             "which reads its own; preprocess again with --num_shards "
+                             f"{len(cluster.addresses)} or more")
     class_names = manifest["classes"]
     run = RunDir(config["output_dir"])
     identity = run_dir.identity(config, config["records"])

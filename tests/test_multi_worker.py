@@ -205,6 +205,15 @@ def test_a_worker_whose_peer_never_starts_stops_with_a_message(records, tmp_path
     assert "--collective_timeout" in errors[0]
 
 
+def test_too_few_shards_for_the_workers_fail_before_joining(records, tmp_path):
+    worker = _launch(records, tmp_path / "run", _free_ports(3), 0, "--epochs", "1")
+    code, _, err = _finish(worker, timeout=300)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err[-3000:]
+    assert "2 shard(s) for 3 workers" in errors[0] and "--num_shards 3" in errors[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_tf_config_is_checked():
     with pytest.raises(multi_worker.ClusterError, match="needs TF_CONFIG"):
         multi_worker.Cluster({})
