@@ -528,8 +528,12 @@ def run(config):
                                                         steps_per_pass))
     started = time.time()
     if cluster:
-        epochs = fit_across_workers(network, strategy, cluster, config, run, train_ds,
-                                    val_ds, steps, done)
+        own_bn_ds = make_datasets(config, train_spec, val_spec, val_split, num_classes,
+                                  config["batch_size"],
+                                  input_shard=(cluster.index, len(cluster.addresses)))[2]
+        epochs, bn_seconds = fit_across_workers(network, strategy, cluster, config, run,
+                                                train_ds, val_ds, own_bn_ds,
+                                                precise.num_batches, steps, done)
         if not chief:
             print(f"train: {cluster.name} done", flush=True)
             return None
@@ -537,6 +541,7 @@ def run(config):
         # read back outside the strategy: no peer takes part any more.
         network = keras.saving.load_model(run.last_checkpoint, compile=False)
         precise = PreciseBatchNorm(network, bn_ds, precise.num_batches)
+        precise.seconds = bn_seconds
     else:
         history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
                               validation_data=val_ds,
@@ -562,15 +567,24 @@ def run(config):
     return metrics
 
 
-def fit_across_workers(network, strategy, cluster, config, run, train_ds, val_ds, steps,
-                       done):
-    """The epochs of a multi-worker run, with our step and Keras's callbacks; returns
-    how many ran. A peer that dies stops this worker with a `TrainError`."""
+def fit_across_workers(network, strategy, cluster, config, run, train_ds, val_ds, bn_ds,
+                       bn_batches, steps, done):
+    """The epochs of a multi-worker run, with our step and Keras's callbacks.
+
+    `bn_ds` is this worker's own training clips for precise BatchNorm, pooled
+    over all workers after each epoch. A peer that dies stops this worker with
+    a `TrainError`.
+
+    Returns:
+        `(epochs run, seconds of each precise BatchNorm recomputation)`.
+    """
     import keras
 
     from model import multi_worker, training
+    from model.precise_bn import PreciseBatchNorm
     loop = multi_worker.CustomLoop(network, strategy, top_k=min(5, network.output_shape[-1]),
                                    jit_compile=config["jit_compile"])
+    precise = PreciseBatchNorm(network, bn_ds, bn_batches, all_reduce=loop.all_reduce_sum)
     if not cluster.is_chief:  # its checkpoints go to a temporary folder, unvalidated
         warnings.filterwarnings("ignore", message="Can save best model only")
     try:
@@ -582,11 +596,12 @@ def fit_across_workers(network, strategy, cluster, config, run, train_ds, val_ds
                         if cluster.is_chief and val_ds is not None else None)
             epochs = loop.fit(train_ds, epochs=config["epochs"], steps=steps,
                               initial_epoch=done, callbacks=callbacks, validate=validate,
+                              precise=precise,
                               report=(lambda line: print(f"train: {line}", flush=True))
                               if cluster.is_chief else (lambda line: None))
         print(f"train: {cluster.name} weights sha256 "
               f"{multi_worker.weights_digest(network)}", flush=True)
-        return epochs
+        return epochs, precise.seconds
     except multi_worker.PEER_ERRORS as error:
         raise TrainError(
             f"{cluster.name} lost a peer ({type(error).__name__}: "

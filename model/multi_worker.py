@@ -76,6 +76,11 @@ class Cluster:
     def name(self):
         return f"{self.task_type} {self.task_id}"
 
+    @property
+    def index(self):
+        """This worker's place among all of them, the chief first."""
+        return sorted(self.addresses).index((self.task_type, self.task_id))
+
     def peers(self):
         return {f"{kind} {index}": address for (kind, index), address in self.addresses.items()
                 if (kind, index) != (self.task_type, self.task_id)}
@@ -143,6 +148,7 @@ class CustomLoop:
         self._gradients = tf.function(self._replica_gradients, jit_compile=bool(jit_compile))
         self._step = tf.function(self._distributed_step)
         self._sync = tf.function(self._distributed_sync)
+        self._sum = tf.function(self._distributed_sum)
 
     def _replica_gradients(self, clips, labels):
         network = self.network
@@ -184,14 +190,28 @@ class CustomLoop:
         for variable, mean in zip(floats, means):
             variable.assign(self.strategy.experimental_local_results(mean)[0])
 
+    def _distributed_sum(self, values):
+        def replica():
+            return tf.distribute.get_replica_context().all_reduce(
+                "SUM", [tf.identity(value) for value in values])
+        return [self.strategy.experimental_local_results(value)[0]
+                for value in self.strategy.run(replica)]
+
+    def all_reduce_sum(self, arrays):
+        """Sums arrays over the workers (each counted once per local replica, which
+        cancels in any ratio of two sums)."""
+        return [value.numpy() for value in self._sum([tf.constant(a) for a in arrays])]
+
     def fit(self, dataset, *, epochs, steps, initial_epoch, callbacks, validate=None,
-            report=print):
+            precise=None, report=print):
         """Runs epochs `initial_epoch..epochs-1` of `steps` steps; returns the epochs run.
 
         Args:
             dataset: a distributed dataset that repeats.
             callbacks: a `keras.callbacks.CallbackList` bound to the model.
             validate: called after each epoch; returns `val_*` logs, or None.
+            precise: a `PreciseBatchNorm` that pools over the workers, run on
+                every worker after each epoch, before validation.
             report: prints a line per epoch.
         """
         iterator = iter(dataset)
@@ -210,6 +230,8 @@ class CustomLoop:
             # Each worker's BatchNorm averages saw only its own batches; their
             # mean is what the checkpoint and every worker keep.
             self._sync()
+            if precise:
+                precise()
             loss, correct, top_k, count = totals
             logs = {"loss": loss / steps, "accuracy": correct / count,
                     "top5_accuracy": top_k / count}

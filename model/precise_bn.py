@@ -41,13 +41,18 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         dataset: training batches `(clips, labels)`, repeated; clips are read
             from one iterator kept across calls.
         num_batches: batches to pool per recomputation (0 turns it off).
+        all_reduce: for workers that each read their own batches, a function
+            that sums a list of arrays over the workers; the pooled statistics
+            are then those of every worker's batches, the same on each.
+            Defaults to None: this process's batches alone.
     """
 
-    def __init__(self, model, dataset, num_batches):
+    def __init__(self, model, dataset, num_batches, all_reduce=None):
         super().__init__()
         self.network = model
         self.dataset = dataset
         self.num_batches = num_batches
+        self.all_reduce = all_reduce
         self.layers = batchnorm_layers(model)
         self._batches = None
         self._forward = None
@@ -95,6 +100,10 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         finally:
             for layer, momentum in zip(self.layers, saved):
                 layer.momentum = momentum
+        if self.all_reduce:
+            summed = self.all_reduce([np.array([count])] + [a for pair in totals for a in pair])
+            count = float(summed[0][0])
+            totals = list(zip(summed[1::2], summed[2::2]))
         for layer, (mean_sum, square_sum) in zip(self.layers, totals):
             mean = mean_sum / count
             variance = np.maximum(square_sum / count - np.square(mean), 0.0)
