@@ -179,8 +179,11 @@ def list_class_folders(files):
                    split_spec={"kind": "folders"} if in_splits else None)
 
 
-def read_text_file(spec, source, flag="--annotations"):
-    """The text of a file a flag names: a local or `gs://` path, else a member of the source."""
+def read_text_file(spec, source, flag="--annotations", files=None):
+    """The text of a file a flag names: a local or `gs://` path, else a member of the source.
+
+    `files` is the source's `relative_files`, when the caller has listed it already.
+    """
     from apache_beam.io.filesystems import FileSystems
     try:
         if FileSystems.exists(spec):
@@ -188,8 +191,9 @@ def read_text_file(spec, source, flag="--annotations"):
                 return handle.read().decode("utf-8-sig"), spec
     except (OSError, ValueError):
         pass
-    members = {rel: location for location, rel in relative_files(source)}
-    members.update({location: location for location, _ in relative_files(source)})
+    members = {}
+    for location, rel in files if files is not None else relative_files(source):
+        members[rel] = members[location] = location
     if spec in members:
         return source.read_text(members[spec]).lstrip("\ufeff"), spec
     raise LayoutError(f"{flag} {spec} is neither a file nor a member of the source; "
@@ -254,7 +258,7 @@ def group_numbers(names):
 
 
 def list_annotations(source, files, annotations):
-    text, name = read_text_file(annotations, source)
+    text, name = read_text_file(annotations, source, files=files)
     rows, kind = parse_annotations(text, f"--annotations {name}")
     by_rel = {rel: location for location, rel in files}
     if kind == "kinetics":
