@@ -165,11 +165,7 @@ class CustomLoop:
     def _replica_step(self, clips, labels):
         loss, gradients, logits = self._gradients(clips, labels)
         self.network.optimizer.apply(gradients, self.network.trainable_variables)
-        logits = tf.cast(logits, tf.float32)
-        truth = tf.argmax(labels, axis=-1)
-        correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1), truth), tf.float32)
-        top_k = tf.cast(tf.math.in_top_k(truth, logits, self.top_k), tf.float32)
-        return (loss, tf.reduce_sum(correct), tf.reduce_sum(top_k),
+        return (loss, *hits(labels, tf.cast(logits, tf.float32), self.top_k),
                 tf.cast(tf.shape(labels)[0], tf.float32))
 
     def _distributed_step(self, iterator):
@@ -247,6 +243,14 @@ class CustomLoop:
         return ran
 
 
+def hits(labels, logits, k):
+    """How many of a batch's one-hot `labels` are the top class, and among the top `k`."""
+    truth = tf.argmax(labels, axis=-1)
+    correct = tf.equal(tf.argmax(logits, axis=-1), truth)
+    return (tf.reduce_sum(tf.cast(correct, tf.float32)),
+            tf.reduce_sum(tf.cast(tf.math.in_top_k(truth, logits, k), tf.float32)))
+
+
 def weights_digest(network):
     """A sha256 of every weight, for workers to show they ended in agreement."""
     digest = hashlib.sha256()
@@ -263,13 +267,11 @@ def validation(network, dataset):
         total = correct = top_k = count = 0.0
         for clips, labels in dataset:
             logits = predict(clips)
-            truth = tf.argmax(labels, axis=-1)
             batch = float(tf.shape(labels)[0])
             total += float(network.loss(labels, logits)) * batch  # the compiled loss
-            correct += float(tf.reduce_sum(tf.cast(
-                tf.equal(tf.argmax(logits, axis=-1), truth), tf.float32)))
-            top_k += float(tf.reduce_sum(tf.cast(
-                tf.math.in_top_k(truth, logits, min(5, logits.shape[-1])), tf.float32)))
+            right, in_top_k = hits(labels, logits, min(5, logits.shape[-1]))
+            correct += float(right)
+            top_k += float(in_top_k)
             count += batch
         return {"val_loss": total / count, "val_accuracy": correct / count,
                 "val_top5_accuracy": top_k / count}
