@@ -36,6 +36,18 @@ def synthetic_dir(tmp_path_factory):
     return root / "UCF101"
 
 
+def two_class_records(root, *extra):
+    """Records of two classes told apart by motion alone (Grow, SlideRight): 28 train,
+    4 val and 8 test videos a class, frames 54 pixels high."""
+    from preprocess import pipeline, synthetic
+    synthetic.write_dataset(root / "videos", classes=("Grow", "SlideRight"),
+                            groups=10, clips_per_group=4, num_frames=30)
+    out = root / "records"
+    pipeline.run(["--source", str(root / "videos" / "UCF101"), "--output_dir", str(out),
+                  "--per_class", "train=28,val=4,test=8", "--image_size", "54", *extra])
+    return out
+
+
 @pytest.fixture(scope="session")
 def real_ucf101_dir():
     """The real UCF101 clips in ../shared, read in place."""

@@ -17,9 +17,8 @@ import time
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, two_class_records
 from model import multi_worker
-from preprocess import pipeline, synthetic
 
 # A tiny R(2+1)D on two motion classes; deterministic, so reruns agree.
 ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", "8",
@@ -30,14 +29,7 @@ ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", 
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("multi_worker_records")
-    synthetic.write_dataset(root / "videos", classes=("Grow", "SlideRight"),
-                            groups=10, clips_per_group=4, num_frames=30)
-    out = root / "records"
-    pipeline.run(["--source", str(root / "videos" / "UCF101"), "--output_dir", str(out),
-                  "--per_class", "train=28,val=4,test=8", "--image_size", "54",
-                  "--num_shards", "2"])
-    return out
+    return two_class_records(tmp_path_factory.mktemp("multi_worker_records"), "--num_shards", "2")
 
 
 def _free_ports(count):

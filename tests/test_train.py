@@ -16,11 +16,11 @@ import pytest
 import tensorflow as tf
 
 import train
-from conftest import REAL_CLIPS, REPO, SHARED_DATA, assert_one_line_error
+from conftest import REAL_CLIPS, REPO, SHARED_DATA, assert_one_line_error, two_class_records
 from model import build_model, evaluation, pretrained
 from model.inference import Predictor
 from model.run_dir import RunDir
-from preprocess import pipeline, reader, synthetic
+from preprocess import reader
 from records import read_split
 from torch_files import save_zip
 
@@ -34,14 +34,8 @@ TRAIN_ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_fra
 
 @pytest.fixture(scope="module")
 def records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train_records")
-    synthetic.write_dataset(root / "videos", classes=("Grow", "SlideRight"),
-                            groups=10, clips_per_group=4, num_frames=30)
-    out = root / "records"
-    pipeline.run(["--source", str(root / "videos" / "UCF101"), "--output_dir", str(out),
-                  "--per_class", "train=28,val=4,test=8", "--image_size", "54",
-                  "--direct_running_mode=in_memory"])
-    return out
+    return two_class_records(tmp_path_factory.mktemp("train_records"),
+                             "--direct_running_mode=in_memory")
 
 
 def records_ids(records, split):
