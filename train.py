@@ -12,6 +12,7 @@ and `model.multi_worker` drives the epochs where Keras's `fit` cannot.
 
 import argparse
 import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -74,10 +75,11 @@ BASE = dict(
     crop_scale=0.4,           # smallest area fraction of a resized crop
     flip=True,                # random flips, in the model; off where direction is the label
     samples_per_video=1,      # training clips per video read (repeated augmentation)
-    precision="auto",         # mixed_float16 on tensor-core GPUs, float32 on CPUs
+    precision="auto",         # model.precision: bf16 on 8.0+ GPUs, fp16 on 7.x, fp32 on CPUs
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
     strategy="auto",
-    collective_timeout=300,   # multi_worker: seconds before a silent peer stops the run
+    collective_timeout=300,   # multi_worker: seconds for the peers to join
+    allow_cpu=False,          # train on the CPU although an NVIDIA GPU is there
     seed=0,
     deterministic=False,      # bit-exact reruns: deterministic ops and input order; slower
     eval_clips=1,             # clips per test video, averaged
@@ -96,15 +98,45 @@ class TrainError(UserError):
     """A request the trainer cannot carry out; the message says what to fix."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse without prefix matching, whose errors are one `TrainError` line.
+
+    A misspelt flag gets the closest real one suggested instead of the usage.
+    """
+
+    def error(self, message):
+        unknown = message.partition("unrecognized arguments: ")[2].split()
+        flags = [flag for action in self._actions for flag in action.option_strings]
+        for argument in unknown:
+            close = difflib.get_close_matches(argument.split("=")[0], flags, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; see --help"
+            raise TrainError(f"unknown argument {argument}{hint}")
+        raise TrainError(f"{message}; see --help")
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every flag's help ends with its default, read from the one place defaults live."""
+
+    def _get_help_string(self, action):
+        tutorial = {**BASE, **PRESETS[BASE["preset"]]}
+        if action.dest not in tutorial:
+            return action.help
+        varies = action.dest != "preset" and any(action.dest in preset
+                                                 for preset in PRESETS.values())
+        note = "; presets set their own" if varies else ""
+        return f"{action.help} (default: {tutorial[action.dest]}{note})"
+
+
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python train.py", description=__doc__.split("\n\n")[0],
-        argument_default=None)
+        argument_default=None, allow_abbrev=False, formatter_class=DefaultsFormatter)
     add = parser.add_argument
     add("--records", required=True, help="folder written by python -m preprocess")
     add("--output_dir", required=True, help="run folder: checkpoints, logs, reports, exports")
     add("--overwrite", action="store_true",
-        help="start over in a run folder of another config (default: refuse)")
+        help="empty the run folder and train again (default: a finished run is left as "
+             "it is, an interrupted one resumes, another config is refused)")
     add("--preset", choices=sorted(PRESETS), help="defaults to start from")
     add("--model", choices=MODEL_NAMES, help="which network")
     add("--width_multiplier", type=float, help="scales R(2+1)D channel counts")
@@ -140,13 +172,14 @@ def build_parser():
     add("--weight_decay", type=float, help="decoupled weight decay")
     add("--label_smoothing", type=float, help="label smoothing of the cross-entropy")
     add("--precision", choices=PRECISIONS,
-        help="dtype policy; auto is mixed_float16 on tensor-core GPUs, float32 elsewhere")
+        help="dtype policy; auto is mixed_bfloat16 on GPUs of compute capability 8.0 or "
+             "more, mixed_float16 on one GPU of 7.x, float32 elsewhere")
     add("--jit_compile", action="store_true", default=None, help="compile with XLA")
     add("--strategy", choices=STRATEGIES, help="tf.distribute strategy; auto "
         "mirrors over all local GPUs when there are several; multi_worker trains on "
         "the machines TF_CONFIG lists")
     add("--collective_timeout", type=int, help="multi_worker: seconds to wait for the "
-        "peers to join, and for any collective, before stopping with an error")
+        "peers to join before stopping with an error")
     add("--seed", type=int, help="seed of weights, shuffling and augmentation")
     add("--deterministic", action="store_true", default=None,
         help="make a rerun bit-exact (deterministic ops and input order; slower)")
@@ -167,13 +200,8 @@ def build_parser():
     add("--test_split", help="split of the final evaluation (val when missing)")
     add("--skip_corrupt", action="store_true", default=None,
         help="skip unreadable records instead of failing")
-    # Every flag's help says its default, taken from the one place defaults live.
-    tutorial = {**BASE, **PRESETS[BASE["preset"]]}
-    for action in parser._actions:
-        if action.dest in tutorial:
-            varies = any(action.dest in preset for preset in PRESETS.values())
-            note = "; presets set their own" if varies and action.dest != "preset" else ""
-            action.help = f"{action.help} (default: {tutorial[action.dest]}{note})"
+    add("--allow_cpu", action="store_true", default=None,
+        help="train even when this machine has an NVIDIA GPU that TensorFlow cannot see")
     return parser
 
 
@@ -183,6 +211,7 @@ def resolve_config(argv):
     preset = given.get("preset", BASE["preset"])
     config = {**BASE, **PRESETS[preset], **given}
     config["overwrite"] = bool(config.get("overwrite"))
+    config["allow_cpu"] = bool(config["allow_cpu"])
     check_config(config)
     return config
 
@@ -288,10 +317,102 @@ def _has_accelerator_hint():
 
 
 # -----------------------------------------------------------------------------
+# The run, top to bottom.
+# -----------------------------------------------------------------------------
+
+def run(config):
+    """Trains, evaluates and exports one run; returns its metrics (None on a non-chief worker)."""
+    # Keras warns whenever a finite dataset ends, which validation sets do by design.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    import keras
+    import tensorflow as tf
+
+    from model import export, multi_worker, run_dir, training
+    from model.precision import check_gpu_visible, describe_devices, set_precision
+    from preprocess.reader import ClipSpec
+
+    # -------------------------------------------------------------------------
+    # Check everything before any work: devices, cluster, records, run folder.
+    # -------------------------------------------------------------------------
+    check_gpu_visible(config["allow_cpu"])
+    cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
+    manifest, val_split, test_split = check_records(config, cluster)
+    folder = run_dir.RunDir(config["output_dir"])
+    identity = run_dir.identity(config, config["records"])
+    if not config["overwrite"] and folder.is_complete(identity):
+        return report_complete(folder)
+    chief = cluster is None or cluster.is_chief
+    if chief:  # the other workers only read the run folder
+        folder.prepare(identity, config["overwrite"])
+    done = folder.resume_epoch()
+    if config["init_from"] and not done:
+        check_init_from(config)
+    strategy = make_strategy(config, cluster)
+
+    # -------------------------------------------------------------------------
+    # Precision, seeds, batch.
+    # -------------------------------------------------------------------------
+    replicas = strategy.num_replicas_in_sync
+    policy = set_precision(config["precision"], replicas)
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    if done:
+        print(f"train: resuming {folder.path} from epoch {done} of {config['epochs']}",
+              flush=True)
+
+    # -------------------------------------------------------------------------
+    # Data: clips are cut from the records at read time, by each fit.
+    # -------------------------------------------------------------------------
+    class_names = manifest["classes"]
+    plan = Plan(config, folder, cluster, ClipSpec.for_run(config), val_split,
+                len(class_names), config["batch_size"] * replicas, done,
+                manifest["splits"][config["train_split"]]["num_videos"])
+
+    # -------------------------------------------------------------------------
+    # Model and compile, under the strategy's scope.
+    # -------------------------------------------------------------------------
+    with strategy.scope():
+        network = compile_network(make_network(config, len(class_names), folder), config,
+                                  plan.steps)
+    print(f"train: {config['model']} ({network.count_params():,} parameters) on "
+          f"{describe_devices()}: {policy}, {type(strategy).__name__} with {replicas} "
+          f"replica(s), global batch {plan.global_batch}, {plan.steps} steps per epoch",
+          flush=True)
+    if chief:
+        record_run(folder, config, identity, done, policy=policy, replicas=replicas,
+                   global_batch=plan.global_batch, classes=class_names,
+                   views=plan.specs[2].views, manifest=run_dir.manifest_summary(manifest))
+        folder.write_architecture(network)
+
+    # -------------------------------------------------------------------------
+    # Fit: Keras's fit on one machine, our loop across machines.
+    # -------------------------------------------------------------------------
+    fit = fit_across_workers if cluster else fit_one_machine
+    fitted = fit(network, strategy, plan)
+    if not chief:
+        return None
+
+    # -------------------------------------------------------------------------
+    # Evaluate (several clips per test video, averaged), export, report; the
+    # metrics come last, since they mark the run complete.
+    # -------------------------------------------------------------------------
+    network, evaluated = model_to_evaluate(fitted, config, folder)
+    report, confusion = evaluate(network, config, plan.specs[2], test_split, class_names,
+                                 plan.global_batch)
+    export.export_model(network, folder, class_names, config["num_frames"],
+                        config["image_size"])
+    metrics = write_reports(folder, test_split, report, confusion, class_names,
+                            fitted.facts, {**evaluated, "views": plan.specs[2].views})
+    print_summary(folder, test_split, report, evaluated)
+    return metrics
+
+
+# -----------------------------------------------------------------------------
 # The steps of a run, in the order run() takes them.
 # -----------------------------------------------------------------------------
 
-def check_records(config):
+def check_records(config, cluster=None):
     """Reads the manifest and checks the request against it; returns it and the splits.
 
     Returns:
@@ -301,7 +422,10 @@ def check_records(config):
     records = config["records"]
     manifest = manifest_lib.read_manifest(records)
     splits = manifest["splits"]
-    manifest_lib.shard_paths(records, manifest, config["train_split"])
+    train_shards = manifest_lib.shard_paths(records, manifest, config["train_split"])
+    if cluster:  # each worker reads its own shards
+        manifest_lib.check_shards_per_worker(records, config["train_split"],
+                                             len(train_shards), cluster.num_workers)
     val_split = _pick_split(splits, config["val_split"], config["test_split"])
     test_split = _pick_split(splits, config["test_split"], config["val_split"])
     if test_split is None:
@@ -328,43 +452,188 @@ def _pick_split(splits, wanted, fallback):
     return None
 
 
-def clip_specs(config):
-    """The clips of training, of validation, and of the final multi-clip evaluation."""
-    from preprocess import reader
-    evaluation = reader.ClipSpec(config["num_frames"], config["frame_step"],
-                                 config["image_size"])
-    train = dataclasses.replace(
-        evaluation, training=True, step_jitter=config["step_jitter"],
-        crop_scale=(config["crop_scale"], 1.0) if config["crop"] == "resized" else None,
-        samples_per_video=config["samples_per_video"])  # flips are the model's
-    test = dataclasses.replace(evaluation, num_clips=config["eval_clips"],
-                               num_crops=config["eval_crops"])
-    return train, evaluation, test
+def report_complete(folder):
+    """A finished run asked again: says where its results are and changes nothing."""
+    with open(folder.metrics) as handle:
+        metrics = json.load(handle)
+    print(f"train: {folder.path} is a finished run of this configuration; nothing to do "
+          f"(pass --overwrite to train it again)", flush=True)
+    print(f"train: metrics {folder.metrics}", flush=True)
+    print(f"train: model {folder.model} and {folder.saved_model}", flush=True)
+    return metrics
 
 
-def make_datasets(config, train_spec, val_spec, val_split, num_classes, batch_size,
-                  input_shard=None):
-    """Training and validation batches with one-hot labels, and training clips for precise BN.
+def check_init_from(config):
+    """The --init_from file or folder exists and is of a kind we read, before any work."""
+    from model import pretrained
+    pretrained.source_kind(config["init_from"])
 
-    `input_shard` is `(worker, workers)` when each worker reads its own shards.
+
+def make_strategy(config, cluster):
+    """The strategy of the run: one machine's by name, or the cluster's once it has joined."""
+    from model import multi_worker, training
+    if cluster is None:
+        return training.make_strategy(config["strategy"])
+    with multi_worker.deadline(config["collective_timeout"], cluster):
+        return multi_worker.make_strategy(config["collective_timeout"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What both fits need to know of a run, decided before the model is built."""
+
+    config: dict
+    folder: object              # model.run_dir.RunDir
+    cluster: object             # model.multi_worker.Cluster, or None on one machine
+    specs: tuple                # ClipSpec.for_run: (training, validation, evaluation)
+    val_split: str | None
+    num_classes: int
+    global_batch: int
+    done: int                   # epochs a resumed run had completed
+    train_videos: int
+
+    @property
+    def steps_per_pass(self):
+        from model import training
+        return training.steps_for(self.train_videos * self.config["samples_per_video"],
+                                  self.global_batch)
+
+    @property
+    def steps(self):
+        return self.config["steps_per_epoch"] or self.steps_per_pass
+
+    @property
+    def bn_batches(self):
+        """Precise BatchNorm's batches: as asked, but at most one pass."""
+        return min(self.config["precise_bn_batches"], self.steps_per_pass)
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """What a fit hands to evaluation.
+
+    `precise` recomputes the BatchNorm statistics of `network` before it is
+    evaluated, or is None where the fit already left them pooled.
+    """
+
+    network: object
+    precise: object
+    facts: dict
+    precise_bn_batches: int     # batches its statistics pool (0: no BatchNorm)
+
+
+def training_batches(plan, batch_size, input_shard=None, for_statistics=False):
+    """Training clips with one-hot labels, repeated.
+
+    With `for_statistics`, the clips of precise BatchNorm: the same clips on
+    every pass, whatever the threads do, so that statistics depend only on the
+    seed and the weights.
     """
     import tensorflow as tf
 
     from preprocess import reader
-    read = dict(batch_size=batch_size, skip_corrupt=config["skip_corrupt"])
+    config = plan.config
+    dataset = reader.make_dataset(
+        config["records"], config["train_split"], plan.specs[0], batch_size=batch_size,
+        repeat=True, seed=config["seed"], reshuffle=not for_statistics,
+        deterministic=True if for_statistics else (config["deterministic"] or None),
+        input_shard=input_shard, skip_corrupt=config["skip_corrupt"])
+    return dataset.map(lambda clips, labels: (clips, tf.one_hot(labels, plan.num_classes)))
 
-    def one_hot(clips, labels):
-        return clips, tf.one_hot(labels, num_classes)
 
-    def train_batches():
-        return reader.make_dataset(config["records"], config["train_split"], train_spec,
-                                   repeat=True, seed=config["seed"],
-                                   deterministic=config["deterministic"] or None,
-                                   input_shard=input_shard, **read)
+def validation_batches(plan, batch_size):
+    """Validation clips with one-hot labels, or None without a validation split."""
+    import tensorflow as tf
 
-    val_ds = val_split and reader.make_dataset(config["records"], val_split, val_spec,
-                                               **read).map(one_hot)
-    return train_batches().map(one_hot), val_ds or None, train_batches()
+    from preprocess import reader
+    if plan.val_split is None:
+        return None
+    dataset = reader.make_dataset(plan.config["records"], plan.val_split, plan.specs[1],
+                                  batch_size=batch_size,
+                                  skip_corrupt=plan.config["skip_corrupt"])
+    return dataset.map(lambda clips, labels: (clips, tf.one_hot(labels, plan.num_classes)))
+
+
+def fit_facts(epochs, seconds, precise):
+    return {"epochs_this_run": epochs, "seconds_this_run": round(seconds, 1),
+            "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None,
+            "precise_bn_seconds": [round(s, 2) for s in precise.seconds]}
+
+
+def fit_one_machine(network, strategy, plan):
+    """Keras's `fit` on one device or mirrored over this machine's devices.
+
+    BackupAndRestore makes the identical command resume; precise BN statistics
+    before each validation make its numbers mean what they say.
+    """
+    from model import training
+    from model.precise_bn import PreciseBatchNorm
+    del strategy  # the model was built under it; fit follows it
+    precise = PreciseBatchNorm(network, training_batches(plan, plan.global_batch,
+                                                         for_statistics=True),
+                               plan.bn_batches)
+    started = time.time()
+    history = network.fit(training_batches(plan, plan.global_batch),
+                          epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
+                          validation_data=validation_batches(plan, plan.global_batch),
+                          shuffle=False,  # the reader shuffles
+                          callbacks=[precise, *training.make_callbacks(plan.folder)],
+                          verbose=1 if sys.stdout.isatty() else 2)
+    epochs = len(history.epoch)
+    return Fitted(network, precise, fit_facts(epochs, time.time() - started, precise),
+                  precise.num_batches if precise.layers else 0)
+
+
+def fit_across_workers(network, strategy, plan):
+    """The epochs of a multi-worker run, with our step and Keras's callbacks.
+
+    Each worker reads its own shards, for training and for precise BatchNorm,
+    whose statistics are pooled over all workers after each epoch and saved
+    in the checkpoint. A peer that dies stops this worker with a `TrainError`.
+    The chief gets the last checkpoint back, outside the strategy, to
+    evaluate: no peer takes part any more.
+    """
+    import keras
+
+    from model import multi_worker, training
+    from model.precise_bn import PreciseBatchNorm
+    config, cluster = plan.config, plan.cluster
+    train_ds = strategy.distribute_datasets_from_function(lambda context: training_batches(
+        plan, context.get_per_replica_batch_size(plan.global_batch),
+        input_shard=(context.input_pipeline_id, context.num_input_pipelines)))
+    own_shards = (cluster.index, cluster.num_workers)
+    loop = multi_worker.CustomLoop(network, strategy, jit_compile=config["jit_compile"])
+    precise = PreciseBatchNorm(network, training_batches(plan, config["batch_size"], own_shards,
+                                                         for_statistics=True),
+                               plan.bn_batches, all_reduce=loop.all_reduce_sum)
+    if not cluster.is_chief:  # its checkpoints go to a temporary folder, unvalidated
+        warnings.filterwarnings("ignore", message="Can save best model only")
+    started = time.time()
+    try:
+        with multi_worker.worker_folder(plan.folder, cluster) as own:
+            callbacks = keras.callbacks.CallbackList(
+                training.make_callbacks(own), add_history=True, model=network,
+                epochs=config["epochs"], steps=plan.steps, verbose=0)
+            val_ds = validation_batches(plan, plan.global_batch) if cluster.is_chief else None
+            epochs = loop.fit(train_ds, epochs=config["epochs"], steps=plan.steps,
+                              initial_epoch=plan.done, callbacks=callbacks,
+                              validate=val_ds and multi_worker.validation(network, val_ds),
+                              precise=precise,
+                              report=(lambda line: print(f"train: {line}", flush=True))
+                              if cluster.is_chief else (lambda line: None))
+        print(f"train: {cluster.name} weights sha256 "
+              f"{multi_worker.weights_digest(network)}", flush=True)
+    except multi_worker.PEER_ERRORS as error:
+        raise TrainError(
+            f"{cluster.name} lost a peer ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0][:200]}); relaunch the same command on "
+            f"every worker to resume from epoch {plan.folder.resume_epoch()}") from None
+    facts = fit_facts(epochs, time.time() - started, precise)
+    if not cluster.is_chief:
+        print(f"train: {cluster.name} done", flush=True)
+        return Fitted(None, None, facts, 0)
+    return Fitted(keras.saving.load_model(plan.folder.last_checkpoint, compile=False), None,
+                  facts, precise.num_batches if precise.layers else 0)
 
 
 def make_network(config, num_classes, run):
@@ -393,22 +662,45 @@ def make_network(config, num_classes, run):
     return network
 
 
-def compile_network(network, config, num_classes, steps):
-    """Optimizer, schedule, loss and metrics; call under the strategy's scope."""
-    import keras
-
+def compile_network(network, config, steps):
+    """The run's schedule, optimizer, loss and metrics; call under the strategy's scope."""
     from model import training
     rate = training.learning_rate(config["learning_rate"], config["schedule"],
                                   config["epochs"], steps, config["warmup_epochs"])
-    network.compile(
-        optimizer=training.make_optimizer(config["optimizer"], rate, config["weight_decay"]),
-        loss=keras.losses.CategoricalCrossentropy(
-            from_logits=True, label_smoothing=config["label_smoothing"]),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
-                 keras.metrics.TopKCategoricalAccuracy(k=min(5, num_classes),
-                                                       name="top5_accuracy")],
+    return training.compile_model(
+        network, optimizer=config["optimizer"], learning_rate=rate,
+        weight_decay=config["weight_decay"], label_smoothing=config["label_smoothing"],
         jit_compile=config["jit_compile"])
-    return network
+
+
+def record_run(run, config, identity, resuming, **facts):
+    """The resolved config next to the checkpoints, once the model is known to build."""
+    from model import pretrained
+    init_sha256 = None
+    if config["init_from"]:  # which bytes the run started from, kept across resumes
+        init_sha256 = (run.read_config().get("init_from_sha256") if resuming
+                       else pretrained.sha256(config["init_from"]))
+    run.write_config(config, identity, init_from_sha256=init_sha256, **facts)
+
+
+def model_to_evaluate(fitted, config, run):
+    """The last model with precise BatchNorm statistics, or the best on validation.
+
+    Returns:
+        `(model, facts for metrics.json)`.
+    """
+    import keras
+
+    from model import evaluation
+    if config["eval_checkpoint"] == "best":
+        epoch = evaluation.best_epoch(run.history)
+        # Saved after its validation, so with the statistics that validation used.
+        return (keras.saving.load_model(run.best_checkpoint, compile=False),
+                {"checkpoint": "best", "epoch": epoch})
+    if fitted.precise:
+        fitted.precise()  # nothing to do if the last validation already saw these weights
+    return fitted.network, {"checkpoint": "last", "epoch": config["epochs"],
+                            "precise_bn_batches": fitted.precise_bn_batches}
 
 
 def evaluate(network, config, spec, test_split, class_names, global_batch):
@@ -424,223 +716,24 @@ def evaluate(network, config, spec, test_split, class_names, global_batch):
 
 def write_reports(run, test_split, report, confusion, class_names, training_facts,
                   evaluated):
-    """`metrics.json`, the learning curves and the confusion matrix."""
+    """The learning curves, the confusion matrix and, last, `metrics.json`."""
     from model import evaluation
-    metrics = {test_split: report, "training": training_facts, "evaluated": evaluated}
-    with open(run.metrics, "w") as handle:
-        json.dump(metrics, handle, indent=2)
     evaluation.plot_learning_curves(run.history, run.learning_curves)
     evaluation.plot_confusion_matrix(confusion, class_names, run.confusion_matrix,
                                      title=f"{test_split}: video accuracy "
                                            f"{report['accuracy']:.1%}")
+    metrics = {test_split: report, "training": training_facts, "evaluated": evaluated}
+    partial = run.metrics + ".partial"
+    with open(partial, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    os.replace(partial, run.metrics)
     return metrics
-
-
-def run(config):
-    # Keras warns whenever a finite dataset ends, which validation sets do by design.
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
-    import keras
-    import tensorflow as tf
-
-    from model import export, multi_worker, pretrained, run_dir, training
-    from model.precise_bn import PreciseBatchNorm
-    from model.precision import set_precision
-    from model.run_dir import RunDir
-
-    # -------------------------------------------------------------------------
-    # Check everything before any work: strategy, records, run folder.
-    # -------------------------------------------------------------------------
-    cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
-    chief = cluster is None or cluster.is_chief
-    manifest, val_split, test_split = check_records(config)
-    if cluster:
-        shards = len(manifest["splits"][config["train_split"]]["shards"])
-        if shards < len(cluster.addresses):
-            raise TrainError(f"the {config['train_split']} split of {config['records']} has "
-                             f"{shards} shard(s) for {len(cluster.addresses)} workers, each of "
-                             "which reads its own; preprocess again with --num_shards "
-                             f"{len(cluster.addresses)} or more")
-    class_names = manifest["classes"]
-    run = RunDir(config["output_dir"])
-    identity = run_dir.identity(config, config["records"])
-    if chief:  # the other workers only read the run folder
-        run.prepare(identity, config["overwrite"])
-    done = run.resume_epoch()
-    if config["init_from"] and not done:
-        pretrained.source_kind(config["init_from"])  # it exists, before any work
-    if cluster:
-        with multi_worker.deadline(config["collective_timeout"], cluster):
-            strategy = multi_worker.make_strategy(config["collective_timeout"])
-    else:
-        strategy = training.make_strategy(config["strategy"])
-
-    # -------------------------------------------------------------------------
-    # Precision, seeds, batch.
-    # -------------------------------------------------------------------------
-    policy = set_precision(config["precision"])
-    keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
-    replicas = strategy.num_replicas_in_sync
-    global_batch = config["batch_size"] * replicas
-    if done:
-        print(f"train: resuming {run.path} from epoch {done} of {config['epochs']}",
-              flush=True)
-
-    # -------------------------------------------------------------------------
-    # Data: clips are cut from the records at read time.
-    # -------------------------------------------------------------------------
-    train_spec, val_spec, test_spec = clip_specs(config)
-    num_classes = len(class_names)
-    train_ds, val_ds, bn_ds = make_datasets(config, train_spec, val_spec, val_split,
-                                            num_classes, global_batch)
-    if cluster:  # each worker reads its own shards, at the per-replica batch
-        train_ds = strategy.distribute_datasets_from_function(lambda context: make_datasets(
-            config, train_spec, val_spec, val_split, num_classes,
-            context.get_per_replica_batch_size(global_batch),
-            input_shard=(context.input_pipeline_id, context.num_input_pipelines))[0])
-    steps_per_pass = training.steps_for(
-        manifest["splits"][config["train_split"]]["num_videos"]
-        * config["samples_per_video"], global_batch)
-    steps = config["steps_per_epoch"] or steps_per_pass
-
-    # -------------------------------------------------------------------------
-    # Model and compile, under the strategy's scope.
-    # -------------------------------------------------------------------------
-    with strategy.scope():
-        network = compile_network(make_network(config, num_classes, run), config,
-                                  num_classes, steps)
-    print(f"train: {config['model']} ({network.count_params():,} parameters), "
-          f"{policy}, {replicas} replica(s), global batch {global_batch}, "
-          f"{steps} steps per epoch", flush=True)
-
-    if chief:
-        record_run(run, config, identity, done, policy=policy, replicas=replicas,
-                   global_batch=global_batch, classes=class_names,
-                   manifest=run_dir.manifest_summary(manifest))
-        run.write_architecture(network)
-
-    # -------------------------------------------------------------------------
-    # Fit. BackupAndRestore makes the identical command resume; precise BN
-    # statistics before each validation make its numbers mean what they say.
-    # -------------------------------------------------------------------------
-    precise = PreciseBatchNorm(network, bn_ds, min(config["precise_bn_batches"],
-                                                        steps_per_pass))
-    started = time.time()
-    if cluster:
-        own_bn_ds = make_datasets(config, train_spec, val_spec, val_split, num_classes,
-                                  config["batch_size"],
-                                  input_shard=(cluster.index, len(cluster.addresses)))[2]
-        epochs, bn_seconds = fit_across_workers(network, strategy, cluster, config, run,
-                                                train_ds, val_ds, own_bn_ds,
-                                                precise.num_batches, steps, done)
-        if not chief:
-            print(f"train: {cluster.name} done", flush=True)
-            return None
-        # Evaluation and export run once, on the chief, on the last checkpoint
-        # read back outside the strategy: no peer takes part any more.
-        network = keras.saving.load_model(run.last_checkpoint, compile=False)
-        precise = PreciseBatchNorm(network, bn_ds, precise.num_batches)
-        precise.seconds = bn_seconds
-    else:
-        history = network.fit(train_ds, epochs=config["epochs"], steps_per_epoch=steps,
-                              validation_data=val_ds,
-                              shuffle=False,  # the reader shuffles
-                              callbacks=[precise, *training.make_callbacks(run)],
-                              verbose=1 if sys.stdout.isatty() else 2)
-        epochs = len(history.epoch)
-    seconds = time.time() - started
-
-    # -------------------------------------------------------------------------
-    # Evaluate (several clips per test video, averaged), report, export.
-    # -------------------------------------------------------------------------
-    network, evaluated = model_to_evaluate(network, config, run, precise)
-    report, confusion = evaluate(network, config, test_spec, test_split, class_names,
-                                 global_batch)
-    metrics = write_reports(run, test_split, report, confusion, class_names, {
-        "epochs_this_run": epochs, "seconds_this_run": round(seconds, 1),
-        "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None,
-        "precise_bn_seconds": [round(s, 2) for s in precise.seconds]}, evaluated)
-    export.export_model(network, run, class_names, config["num_frames"],
-                        config["image_size"])
-    print_summary(run, test_split, report, evaluated)
-    return metrics
-
-
-def fit_across_workers(network, strategy, cluster, config, run, train_ds, val_ds, bn_ds,
-                       bn_batches, steps, done):
-    """The epochs of a multi-worker run, with our step and Keras's callbacks.
-
-    `bn_ds` is this worker's own training clips for precise BatchNorm, pooled
-    over all workers after each epoch. A peer that dies stops this worker with
-    a `TrainError`.
-
-    Returns:
-        `(epochs run, seconds of each precise BatchNorm recomputation)`.
-    """
-    import keras
-
-    from model import multi_worker, training
-    from model.precise_bn import PreciseBatchNorm
-    loop = multi_worker.CustomLoop(network, strategy, top_k=min(5, network.output_shape[-1]),
-                                   jit_compile=config["jit_compile"])
-    precise = PreciseBatchNorm(network, bn_ds, bn_batches, all_reduce=loop.all_reduce_sum)
-    if not cluster.is_chief:  # its checkpoints go to a temporary folder, unvalidated
-        warnings.filterwarnings("ignore", message="Can save best model only")
-    try:
-        with multi_worker.worker_folder(run, cluster) as own:
-            callbacks = keras.callbacks.CallbackList(
-                training.make_callbacks(own), add_history=True, model=network,
-                epochs=config["epochs"], steps=steps, verbose=0)
-            validate = (multi_worker.validation(network, val_ds)
-                        if cluster.is_chief and val_ds is not None else None)
-            epochs = loop.fit(train_ds, epochs=config["epochs"], steps=steps,
-                              initial_epoch=done, callbacks=callbacks, validate=validate,
-                              precise=precise,
-                              report=(lambda line: print(f"train: {line}", flush=True))
-                              if cluster.is_chief else (lambda line: None))
-        print(f"train: {cluster.name} weights sha256 "
-              f"{multi_worker.weights_digest(network)}", flush=True)
-        return epochs, precise.seconds
-    except multi_worker.PEER_ERRORS as error:
-        raise TrainError(
-            f"{cluster.name} lost a peer ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0][:200]}); relaunch the same command on "
-            f"every worker to resume from epoch {run.resume_epoch()}") from None
-
-
-def record_run(run, config, identity, resuming, **facts):
-    """The resolved config next to the checkpoints, once the model is known to build."""
-    from model import pretrained
-    init_sha256 = None
-    if config["init_from"]:  # which bytes the run started from, kept across resumes
-        init_sha256 = (run.read_config().get("init_from_sha256") if resuming
-                       else pretrained.sha256(config["init_from"]))
-    run.write_config(config, identity, init_from_sha256=init_sha256, **facts)
-
-
-def model_to_evaluate(network, config, run, precise):
-    """The last model with precise BatchNorm statistics, or the best on validation.
-
-    Returns:
-        `(model, facts for metrics.json)`.
-    """
-    import keras
-
-    from model import evaluation
-    if config["eval_checkpoint"] == "best":
-        epoch = evaluation.best_epoch(run.history, "val_accuracy")
-        # Saved after its validation, so with the statistics that validation used.
-        return (keras.saving.load_model(run.best_checkpoint, compile=False),
-                {"checkpoint": "best", "epoch": epoch})
-    precise()  # nothing to do if the last validation already saw these weights
-    return network, {"checkpoint": "last", "epoch": config["epochs"],
-                     "precise_bn_batches": precise.num_batches if precise.layers else 0}
 
 
 def print_summary(run, test_split, report, evaluated):
+    from model import TOP_K_ACCURACY
     print(f"train: {test_split} video accuracy {report['accuracy']:.3f} "
-          f"(clip {report['clip_accuracy']:.3f}, top-5 {report['top5_accuracy']:.3f}, "
+          f"(clip {report['clip_accuracy']:.3f}, top-5 {report[TOP_K_ACCURACY]:.3f}, "
           f"mean class {report['mean_class_accuracy']:.3f}) over {report['num_videos']} "
           f"videos, {evaluated['checkpoint']} model (epoch {evaluated['epoch']})",
           flush=True)

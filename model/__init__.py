@@ -19,6 +19,17 @@ MODEL_NAMES = ("tutorial", *R2PLUS1D_STAGES)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
+# The metrics every trainer, loop and report names: the one home of their names.
+ACCURACY = "accuracy"
+TOP_K_ACCURACY = "top5_accuracy"
+VAL_ACCURACY = "val_" + ACCURACY
+VAL_TOP_K_ACCURACY = "val_" + TOP_K_ACCURACY
+
+
+def top_k(num_classes):
+    """The k of the top-k accuracy: 5, or every class when there are fewer."""
+    return min(5, num_classes)
+
 
 def build_model(name, num_classes, num_frames=None, image_size=None, flip=False,
                 weights=None, **options):

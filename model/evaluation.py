@@ -9,16 +9,25 @@ import csv
 
 import numpy as np
 
+from model import TOP_K_ACCURACY, VAL_ACCURACY, top_k
+
 
 def predict_videos(model, dataset):
     """Runs a `(clips, labels, video_ids)` dataset through a model.
 
+    The model is called directly, in inference mode, whatever strategy built
+    it: under `MirroredStrategy`, `predict_on_batch` feeds the whole batch to
+    every replica and returns one copy of the outputs per replica.
+
     Returns:
         `(clip_probs, clip_labels, video_ids)` as numpy arrays, in dataset order.
     """
+    import tensorflow as tf
+    forward = tf.function(lambda clips: tf.cast(model(clips, training=False), tf.float32),
+                          reduce_retracing=True)
     probs, labels, ids = [], [], []
     for clips, batch_labels, batch_ids in dataset:
-        logits = model.predict_on_batch(clips)
+        logits = forward(clips)
         probs.append(softmax(np.asarray(logits, np.float64)))
         labels.append(batch_labels.numpy())
         ids.extend(v.decode() for v in batch_ids.numpy())
@@ -51,8 +60,7 @@ def classification_report(clip_probs, clip_labels, video_ids, class_names):
     num_classes = len(class_names)
     _, probs, labels = video_scores(clip_probs, clip_labels, video_ids)
     predicted = probs.argmax(axis=1)
-    k = min(5, num_classes)
-    top_k = np.argsort(-probs, axis=1)[:, :k]
+    best_k = np.argsort(-probs, axis=1)[:, :top_k(num_classes)]
     confusion = np.zeros((num_classes, num_classes), np.int64)
     for truth, guess in zip(labels, predicted):
         confusion[truth, guess] += 1
@@ -71,7 +79,7 @@ def classification_report(clip_probs, clip_labels, video_ids, class_names):
         "accuracy": float((predicted == labels).mean()),
         "clip_accuracy": float((clip_probs.argmax(axis=1) == clip_labels).mean()),
         # With fewer than five classes this is top-k over all of them.
-        "top5_accuracy": float(np.mean([label in row for label, row in zip(labels, top_k)])),
+        TOP_K_ACCURACY: float(np.mean([label in row for label, row in zip(labels, best_k)])),
         "mean_class_accuracy": float(np.mean(recalls)) if recalls else 0.0,
         "num_videos": int(len(labels)),
         "num_clips": int(len(clip_labels)),
@@ -91,7 +99,7 @@ def read_history(history_csv):
                                        for row in csv.DictReader(handle))
 
 
-def best_epoch(history_csv, metric="val_accuracy"):
+def best_epoch(history_csv, metric=VAL_ACCURACY):
     """The epoch (from 1) of the highest `metric`, the first of ties, as ModelCheckpoint keeps."""
     by_epoch = read_history(history_csv)
     scores = {epoch: float(row[metric]) for epoch, row in by_epoch.items()

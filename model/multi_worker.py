@@ -31,6 +31,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from model import ACCURACY, TOP_K_ACCURACY, VAL_ACCURACY, VAL_TOP_K_ACCURACY, top_k
 from preprocess.errors import UserError
 
 # Errors by which TensorFlow's collectives report a peer that died or left.
@@ -75,6 +76,10 @@ class Cluster:
     @property
     def name(self):
         return f"{self.task_type} {self.task_id}"
+
+    @property
+    def num_workers(self):
+        return len(self.addresses)
 
     @property
     def index(self):
@@ -137,14 +142,13 @@ class CustomLoop:
     Args:
         network: a model compiled under `strategy.scope()`.
         strategy: the distribution strategy.
-        top_k: k of the top-k accuracy it reports.
         jit_compile: compile each replica's forward and backward pass with XLA.
     """
 
-    def __init__(self, network, strategy, *, top_k=5, jit_compile=False):
+    def __init__(self, network, strategy, *, jit_compile=False):
         self.network = network
         self.strategy = strategy
-        self.top_k = top_k
+        self.top_k = top_k(network.output_shape[-1])
         self._gradients = tf.function(self._replica_gradients, jit_compile=bool(jit_compile))
         self._step = tf.function(self._distributed_step)
         self._sync = tf.function(self._distributed_sync)
@@ -228,9 +232,9 @@ class CustomLoop:
             self._sync()
             if precise:
                 precise()
-            loss, correct, top_k, count = totals
-            logs = {"loss": loss / steps, "accuracy": correct / count,
-                    "top5_accuracy": top_k / count}
+            loss, correct, in_top, count = totals
+            logs = {"loss": loss / steps, ACCURACY: correct / count,
+                    TOP_K_ACCURACY: in_top / count}
             logs.update(validate() if validate else {})
             callbacks.on_epoch_end(epoch, logs)
             ran += 1
@@ -264,16 +268,16 @@ def validation(network, dataset):
     predict = tf.function(lambda clips: tf.cast(network(clips, training=False), tf.float32))
 
     def validate():
-        total = correct = top_k = count = 0.0
+        total = correct = in_top = count = 0.0
         for clips, labels in dataset:
             logits = predict(clips)
             batch = float(tf.shape(labels)[0])
             total += float(network.loss(labels, logits)) * batch  # the compiled loss
-            right, in_top_k = hits(labels, logits, min(5, logits.shape[-1]))
+            right, in_top_k = hits(labels, logits, top_k(logits.shape[-1]))
             correct += float(right)
-            top_k += float(in_top_k)
+            in_top += float(in_top_k)
             count += batch
-        return {"val_loss": total / count, "val_accuracy": correct / count,
-                "val_top5_accuracy": top_k / count}
+        return {"val_loss": total / count, VAL_ACCURACY: correct / count,
+                VAL_TOP_K_ACCURACY: in_top / count}
 
     return validate

@@ -38,8 +38,10 @@ class PreciseBatchNorm(keras.callbacks.Callback):
 
     Args:
         model: the Keras model.
-        dataset: training batches `(clips, labels)`, repeated; clips are read
-            from one iterator kept across calls.
+        dataset: training batches `(clips, labels)`; each recomputation reads
+            its first `num_batches` anew, so that with a dataset that repeats
+            its clips (`make_dataset(reshuffle=False)`), statistics depend only
+            on the weights.
         num_batches: batches to pool per recomputation (0 turns it off).
         all_reduce: for workers that each read their own batches, a function
             that sums a list of arrays over the workers; the pooled statistics
@@ -54,7 +56,6 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         self.num_batches = num_batches
         self.all_reduce = all_reduce
         self.layers = batchnorm_layers(model)
-        self._batches = None
         self._forward = None
         self.fresh_at = None  # optimizer step at the last recomputation
         self.seconds = []
@@ -74,8 +75,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         if step is not None and step == self.fresh_at:
             return 0.0  # the weights have not moved since the last recomputation
         started = time.perf_counter()
-        if self._batches is None:
-            self._batches = iter(self.dataset)
+        batches = iter(self.dataset)
         saved = [layer.momentum for layer in self.layers]
         for layer in self.layers:
             layer.momentum = 0.0
@@ -87,7 +87,7 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         try:
             totals, count = None, 0.0
             for _ in range(self.num_batches):
-                clips = next(self._batches)[0]
+                clips = next(batches)[0]
                 stats = self._forward(clips)
                 size = float(clips.shape[0])
                 moments = [(size * m.numpy().astype(np.float64),

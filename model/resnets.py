@@ -29,9 +29,14 @@ def _residual_block(x, filters, kernel_size):
 
 
 def augmented_input(num_frames, image_size, flip):
-    """The clip input and what the network reads: the clips, randomly flipped when `flip`."""
+    """The uint8 clip input and what the network reads: the clips scaled to [0, 1].
+
+    With `flip`, randomly flipped after the rescaling: a select on floats
+    stays on the GPU, where uint8 has no select kernel.
+    """
     clips = clip_input(num_frames, image_size)
-    return clips, (RandomFlipClips(name="random_flip")(clips) if flip else clips)
+    x = layers.Rescaling(1 / 255, name="rescale")(clips)
+    return clips, (RandomFlipClips(name="random_flip")(x) if flip else x)
 
 
 def tutorial(num_classes, num_frames=10, image_size=224, flip=False):
@@ -46,7 +51,6 @@ def tutorial(num_classes, num_frames=10, image_size=224, flip=False):
         raise ValueError("the tutorial model resizes to image_size // 16: give an "
                          "image_size of 16 or more")
     clips, x = augmented_input(num_frames, image_size, flip)
-    x = layers.Rescaling(1 / 255, name="rescale")(x)
     x = Conv2Plus1D(16, (3, 7, 7), name="stem")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
@@ -122,7 +126,6 @@ def r2plus1d(num_classes, stages=(2, 2, 2, 2), num_frames=16, image_size=112,
     mids = widths.get("mid") or {}
     bn = dict(momentum=bn_momentum, epsilon=bn_epsilon)
     clips, x = augmented_input(num_frames, image_size, flip)
-    x = layers.Rescaling(1 / 255, name="rescale")(x)
     if input_stats is not None:
         mean, std = input_stats
         x = layers.Normalization(mean=list(mean), variance=[s * s for s in std],

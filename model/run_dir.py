@@ -25,7 +25,7 @@ from preprocess.errors import UserError
 from preprocess.manifest import MANIFEST_NAME
 
 # Options that do not change what a run computes; a resume may differ in them.
-NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout")
+NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu")
 # What inference needs of the manifest to turn a new video into frames the same way.
 MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames",
                          "encoding", "created", "schema_version")
@@ -59,24 +59,26 @@ class RunDir:
         self.saved_model = join("saved_model")
         self.classes = join("classes.json")
 
+    def is_complete(self, identity):
+        """Whether the folder holds a finished run of this identity (its metrics are last)."""
+        return (os.path.exists(self.metrics) and os.path.exists(self.config)
+                and self.read_config().get("identity") == identity)
+
     def prepare(self, identity, overwrite=False):
         """Makes the folder; refuses one that holds a run of another identity.
 
-        With `overwrite`, an existing folder of another identity (or any
-        folder, when it has no config yet) is emptied first.
+        With `overwrite`, an existing folder is emptied first.
         """
-        if os.path.exists(self.config):
+        if overwrite and os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        elif os.path.exists(self.config):
             previous = self.read_config().get("identity") or {}
             if previous != identity:
-                if not overwrite:
-                    changed = sorted(k for k in set(previous) | set(identity)
-                                     if previous.get(k) != identity.get(k))
-                    raise RunDirError(f"{self.path} holds a run of another configuration "
-                                      f"({', '.join(changed)} differ); pass --overwrite to "
-                                      "start over or choose another --output_dir")
-                shutil.rmtree(self.path)
-        elif overwrite and os.path.isdir(self.path):
-            shutil.rmtree(self.path)
+                changed = sorted(k for k in set(previous) | set(identity)
+                                 if previous.get(k) != identity.get(k))
+                raise RunDirError(f"{self.path} holds a run of another configuration "
+                                  f"({', '.join(changed)} differ); pass --overwrite to "
+                                  "start over or choose another --output_dir")
         os.makedirs(self.path, exist_ok=True)
 
     def write_config(self, config, identity, **facts):

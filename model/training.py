@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import STRATEGIES
+from model import ACCURACY, STRATEGIES, TOP_K_ACCURACY, VAL_ACCURACY, top_k
 from preprocess.errors import UserError
 
 
@@ -27,8 +27,9 @@ def make_strategy(name):
     """TensorFlow's own distribution engines on one machine, chosen by name.
 
     `auto` is `MirroredStrategy` over all local GPUs when there are several,
-    else one device. `multi_worker` is `model.multi_worker`'s: it needs the
-    cluster and its own training step.
+    else one device. `mirrored` on a machine without GPUs mirrors over its
+    logical CPU devices (how tests stand in for several GPUs). `multi_worker`
+    is `model.multi_worker`'s: it needs the cluster and its own training step.
     """
     if name == "multi_worker":
         raise UnsupportedStrategyError("multi_worker is made by model.multi_worker, "
@@ -39,7 +40,8 @@ def make_strategy(name):
     if name == "one_device":
         return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([device.name for device in devices])
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
         tf.config.experimental_connect_to_cluster(resolver)
@@ -71,6 +73,24 @@ def make_optimizer(name, rate, weight_decay=0.0):
     raise ValueError(f"unknown optimizer {name!r}; choose adam or sgd")
 
 
+def compile_model(network, *, optimizer, learning_rate, weight_decay, label_smoothing,
+                  jit_compile):
+    """Compiles with our loss and the accuracy metrics; call under the strategy's scope.
+
+    `learning_rate` is a float or a Keras schedule.
+    """
+    num_classes = network.output_shape[-1]
+    network.compile(
+        optimizer=make_optimizer(optimizer, learning_rate, weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True,
+                                                  label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name=ACCURACY),
+                 keras.metrics.TopKCategoricalAccuracy(k=top_k(num_classes),
+                                                       name=TOP_K_ACCURACY)],
+        jit_compile=jit_compile)
+    return network
+
+
 class StopOnNaN(keras.callbacks.Callback):
     """Raises `NaNLossError` at the first non-finite loss, before any checkpoint sees it.
 
@@ -99,7 +119,7 @@ def make_callbacks(run):
         keras.callbacks.BackupAndRestore(run.backup, double_checkpoint=True,
                                          delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(run.last_checkpoint),
-        keras.callbacks.ModelCheckpoint(run.best_checkpoint, monitor="val_accuracy",
+        keras.callbacks.ModelCheckpoint(run.best_checkpoint, monitor=VAL_ACCURACY,
                                         mode="max", save_best_only=True),
         keras.callbacks.TensorBoard(run.logs),
         keras.callbacks.CSVLogger(run.history, append=True),

@@ -66,3 +66,12 @@ def shard_paths(records_dir, manifest, split):
                             "(all failed or none were selected); see "
                             f"{FAILURES_NAME}")
     return [os.path.join(records_dir, shard) for shard in splits[split]["shards"]]
+
+
+def check_shards_per_worker(records_dir, split, num_shards, workers):
+    """Each of `workers` input pipelines reads its own shards, so there must be enough."""
+    if num_shards < workers:
+        raise ManifestError(
+            f"the {split} split of {records_dir} has {num_shards} shard(s) for {workers} "
+            f"workers, each of which reads its own; preprocess again with --num_shards "
+            f"{workers} or more")

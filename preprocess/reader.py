@@ -31,21 +31,43 @@ def clip_span(num_frames, frame_step):
     return (num_frames - 1) * frame_step + 1
 
 
+def stateless_seeds(seed, count):
+    """`count` independent stateless seeds `[count, 2]` from one.
+
+    Every random draw of the reader is a stateless op fed from a seed that
+    travels with the element, so a clip depends only on the dataset's seed and
+    the element's place: parallel and deterministic maps give the same clips,
+    and TensorFlow need not run the map serially under op determinism. A seed
+    of None draws one at random; an int is taken as `[seed, 0]`.
+    """
+    if seed is None:
+        seed = tf.random.uniform([2], 0, tf.int32.max, tf.int32)
+    elif isinstance(seed, int):
+        seed = tf.constant([seed, 0], tf.int32)
+    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), count)
+
+
+def _uniform_int(seed, low, high):
+    """One int32 drawn uniformly from `[low, high)`."""
+    return tf.random.stateless_uniform([], seed, low, high, tf.int32)
+
+
 def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, seed=None):
     """Frame indices `[num_frames]` of a clip at a random start, for training.
 
     With `step_jitter`, the step is drawn from `frame_step +- step_jitter` (at
     least 1). A video shorter than the clip loops its frames, as TF Model
-    Garden does, rather than padding with black frames.
+    Garden does, rather than padding with black frames. `seed` is a stateless
+    seed (see `stateless_seeds`).
     """
+    step_seed, start_seed = tf.unstack(stateless_seeds(seed, 2))
     step = tf.constant(frame_step, tf.int32)
     if step_jitter:
-        step = tf.maximum(1, step + tf.random.uniform(
-            [], -step_jitter, step_jitter + 1, tf.int32, seed=seed))
+        step = tf.maximum(1, step + _uniform_int(step_seed, -step_jitter, step_jitter + 1))
     span = clip_span(num_frames, step)
     # A long video starts anywhere the whole clip fits; a short one anywhere.
     limit = tf.where(video_frames >= span, video_frames - span + 1, video_frames)
-    start = tf.random.uniform([], 0, limit, tf.int32, seed=seed)
+    start = _uniform_int(start_seed, 0, limit)
     return (start + tf.range(num_frames) * step) % video_frames
 
 
@@ -76,17 +98,18 @@ def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), se
     The window always fits the frame: an aspect the frame cannot hold is
     clamped, as Inception-style random resized crops do.
     """
+    area_seed, ratio_seed, y_seed, x_seed = tf.unstack(stateless_seeds(seed, 4))
     area = tf.cast(height * width, tf.float32)
-    target = area * tf.random.uniform([], scale[0], scale[1], seed=seed)
-    log_ratio = tf.random.uniform([], tf.math.log(ratio[0]), tf.math.log(ratio[1]),
-                                  seed=seed)
+    target = area * tf.random.stateless_uniform([], area_seed, scale[0], scale[1])
+    log_ratio = tf.random.stateless_uniform([], ratio_seed, tf.math.log(ratio[0]),
+                                            tf.math.log(ratio[1]))
     aspect = tf.exp(log_ratio)
     crop_w = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
     crop_h = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
     crop_w = tf.clip_by_value(crop_w, 1, width)
     crop_h = tf.clip_by_value(crop_h, 1, height)
-    y = tf.random.uniform([], 0, height - crop_h + 1, tf.int32, seed=seed)
-    x = tf.random.uniform([], 0, width - crop_w + 1, tf.int32, seed=seed)
+    y = _uniform_int(y_seed, 0, height - crop_h + 1)
+    x = _uniform_int(x_seed, 0, width - crop_w + 1)
     return tf.stack([y, x, crop_h, crop_w])
 
 
@@ -95,27 +118,33 @@ def random_square_window(height, width, size, seed=None):
 
     The R(2+1)D recipe: random 112x112 crops of 128x171 frames, no rescaling.
     """
+    y_seed, x_seed = tf.unstack(stateless_seeds(seed, 2))
     side = tf.minimum(tf.minimum(height, width), size)
-    y = tf.random.uniform([], 0, height - side + 1, tf.int32, seed=seed)
-    x = tf.random.uniform([], 0, width - side + 1, tf.int32, seed=seed)
+    y = _uniform_int(y_seed, 0, height - side + 1)
+    x = _uniform_int(x_seed, 0, width - side + 1)
     return tf.stack([y, x, side, side])
 
 
-def square_crop_windows(height, width, num_crops=1):
-    """`[num_crops, 4]` square windows of the short side: centre, or left/centre/right.
+def square_crop_windows(height, width, num_crops=1, side=None):
+    """`[num_crops, 4]` square windows of side `side`: centre, or left/centre/right.
 
     With 3 crops they run along the long side (left, centre, right for a
-    landscape frame), the usual 3-crop video evaluation.
+    landscape frame; top, centre, bottom for a portrait one), the usual 3-crop
+    video evaluation. `side` defaults to the short side.
     """
-    side = tf.minimum(height, width)
+    side = tf.minimum(height, width) if side is None else side
     if num_crops == 1:
         fractions = tf.constant([0.5])
     elif num_crops == 3:
         fractions = tf.constant([0.0, 0.5, 1.0])
     else:
         raise ValueError(f"num_crops must be 1 or 3, not {num_crops}")
-    y = tf.cast(tf.round(fractions * tf.cast(height - side, tf.float32)), tf.int32)
-    x = tf.cast(tf.round(fractions * tf.cast(width - side, tf.float32)), tf.int32)
+    # Across the short side a window is always centred.
+    long_y = height > width
+    y_fractions = tf.where(long_y, fractions, tf.fill([num_crops], 0.5))
+    x_fractions = tf.where(long_y, tf.fill([num_crops], 0.5), fractions)
+    y = tf.cast(tf.round(y_fractions * tf.cast(height - side, tf.float32)), tf.int32)
+    x = tf.cast(tf.round(x_fractions * tf.cast(width - side, tf.float32)), tf.int32)
     sides = tf.fill([num_crops], side)
     return tf.stack([y, x, sides, sides], axis=1)
 
@@ -164,6 +193,13 @@ def flip_left_right(clip):
 # The dataset
 # ---------------------------------------------------------------------------
 
+# Evaluation of a model trained on random resized crops sees the central
+# 0.875 of the short side, resized: TF Model Garden's video classification
+# (Kinetics: short side to 256, centre 224 crop) and ImageNet's 256/224
+# protocol, both for networks trained on Inception-style resized crops.
+RESIZED_EVAL_FRACTION = 0.875
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
     """What clips to cut from each video: the one home of the clip options.
@@ -180,7 +216,12 @@ class ClipSpec:
         step_jitter: training step varies by up to this much. Defaults to 0.
         crop_scale: training crop area range, as fractions, for Inception-style
             random resized crops; None for plain random crops of `image_size`
-            (the R(2+1)D recipe, no rescaling). Defaults to (0.4, 1).
+            (the R(2+1)D recipe, no rescaling). It also sets the scale of the
+            evaluation crops, so that evaluation sees the scale training saw:
+            with None, `image_size` windows of the stored frames (torchvision's
+            and VMZ's R(2+1)D test protocol: 128x171 frames, centre 112 crop);
+            else the central `RESIZED_EVAL_FRACTION` of the short side, resized.
+            Defaults to (0.4, 1).
         flip: random horizontal flips in training, on the CPU. train.py leaves
             this off because its model flips on the device
             (`model.layers.RandomFlipClips`). Defaults to False.
@@ -212,47 +253,83 @@ class ClipSpec:
             raise ValueError(
                 f"samples_per_video must be at least 1, not {self.samples_per_video}")
 
+    @classmethod
+    def for_run(cls, config):
+        """The clips of a `train.py` config: `(training, validation, evaluation)`.
+
+        The one mapping from a run's options to clips, which training, precise
+        BatchNorm, validation, the final evaluation and prediction all use.
+        """
+        validation = cls(config["num_frames"], config["frame_step"], config["image_size"],
+                         crop_scale=((config["crop_scale"], 1.0)
+                                     if config["crop"] == "resized" else None))
+        training = dataclasses.replace(
+            validation, training=True, step_jitter=config["step_jitter"],
+            samples_per_video=config["samples_per_video"])  # flips are the model's
+        evaluation = dataclasses.replace(validation, num_clips=config["eval_clips"],
+                                         num_crops=config["eval_crops"])
+        return training, validation, evaluation
+
     @property
     def clips_per_video(self):
         if self.training:
             return self.samples_per_video
         return self.num_clips * self.num_crops
 
-    def random_clip(self, encoded, video_frames, height, width):
-        """One training clip: random start, step, crop window and flip."""
-        indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
-                                      self.step_jitter)
+    @property
+    def views(self):
+        """The evaluation views in words and numbers, for `config.json` and `metrics.json`."""
+        scale = ("stored scale" if self.crop_scale is None
+                 else f"central {RESIZED_EVAL_FRACTION} of the short side, resized")
+        return {"clips": self.num_clips, "crops": self.num_crops,
+                "crop": f"{self.image_size}x{self.image_size}, {scale}"}
+
+    def eval_side(self, height, width):
+        """The side of the evaluation crop windows in a `height` x `width` frame."""
+        short = tf.minimum(height, width)
         if self.crop_scale is None:
-            window = random_square_window(height, width, self.image_size)
+            return tf.minimum(short, self.image_size)
+        return tf.cast(tf.round(RESIZED_EVAL_FRACTION * tf.cast(short, tf.float32)), tf.int32)
+
+    def random_clip(self, encoded, video_frames, height, width, seed=None):
+        """One training clip: random start, step, crop window and flip."""
+        index_seed, window_seed, flip_seed = tf.unstack(stateless_seeds(seed, 3))
+        indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
+                                      self.step_jitter, seed=index_seed)
+        if self.crop_scale is None:
+            window = random_square_window(height, width, self.image_size, seed=window_seed)
         else:
-            window = random_crop_window(height, width, self.crop_scale)
+            window = random_crop_window(height, width, self.crop_scale, seed=window_seed)
         clip = decode_clip(encoded, indices, window, self.image_size)
         if self.flip:
-            clip = tf.cond(tf.random.uniform([]) < 0.5, lambda: flip_left_right(clip),
-                           lambda: clip)
+            clip = tf.cond(tf.random.stateless_uniform([], flip_seed) < 0.5,
+                           lambda: flip_left_right(clip), lambda: clip)
         return clip
 
-    def cut(self, encoded, height, width):
+    def cut(self, encoded, height, width, seed=None):
         """Clips `[clips_per_video, T, S, S, 3]` from a video's JPEG frames `[N]`.
 
         This is all the reader does once a record is parsed; prediction calls
-        it on the frames of a new video directly.
+        it on the frames of a new video directly. `seed` (training only) is a
+        stateless seed `[2]`; None draws one.
         """
         video_frames = tf.shape(encoded)[0]
         if self.training:
-            return tf.stack([self.random_clip(encoded, video_frames, height, width)
-                             for _ in range(self.samples_per_video)])
+            seeds = tf.unstack(stateless_seeds(seed, self.samples_per_video))
+            return tf.stack([self.random_clip(encoded, video_frames, height, width, s)
+                             for s in seeds])
         indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
                                     self.num_clips)
-        windows = square_crop_windows(height, width, self.num_crops)
+        windows = square_crop_windows(height, width, self.num_crops,
+                                      self.eval_side(height, width))
         return tf.stack([decode_clip(encoded, indices[c], windows[k], self.image_size)
                          for c in range(self.num_clips) for k in range(self.num_crops)])
 
-    def __call__(self, serialized):
+    def __call__(self, serialized, seed=None):
         """Cuts clips from one serialised record: `(clips [n, T, S, S, 3], label, video_id)`."""
         video = schema.parse_video_example(serialized)
         clips = self.cut(video[schema.IMAGE_ENCODED], tf.cast(video[schema.HEIGHT], tf.int32),
-                         tf.cast(video[schema.WIDTH], tf.int32))
+                         tf.cast(video[schema.WIDTH], tf.int32), seed)
         label = tf.cast(video[schema.LABEL_INDEX], tf.int32)
         count = self.clips_per_video
         return clips, tf.fill([count], label), tf.fill([count], video[schema.VIDEO_ID])
@@ -260,7 +337,7 @@ class ClipSpec:
 
 def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
                  with_video_id=False, skip_corrupt=False, repeat=False, seed=None,
-                 deterministic=None, input_shard=None):
+                 reshuffle=True, deterministic=None, input_shard=None):
     """A `tf.data.Dataset` of `(clips, labels)` batches from a records folder.
 
     Args:
@@ -277,7 +354,11 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         skip_corrupt: skip unreadable records (with a logged warning) instead
             of failing. Defaults to False.
         repeat: repeat forever (training with `steps_per_epoch`). Defaults to False.
-        seed: seed of file and record shuffling. Defaults to None.
+        seed: seed of file and record shuffling and of the training clips'
+            random draws. Defaults to None.
+        reshuffle: a new order on each pass; False repeats the first pass's
+            order and clips (with `deterministic`), e.g. for statistics that
+            must depend only on the seed. Defaults to True.
         deterministic: keep element order; defaults to `not spec.training`.
         input_shard: `(index, count)`: read only every count-th shard file from
             index, as one of `count` input pipelines (one per worker) does.
@@ -298,17 +379,14 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
     check_shards(shards, manifest["splits"][split])
     if input_shard:
         index, count = input_shard
-        if len(shards) < count:
-            raise manifest_lib.ManifestError(
-                f"the {split} split of {records_dir} has {len(shards)} shard(s) for "
-                f"{count} workers; preprocess again with --num_shards {count} or more")
+        manifest_lib.check_shards_per_worker(records_dir, split, len(shards), count)
         shards = shards[index::count]
     if deterministic is None:
         deterministic = not training
 
     files = tf.data.Dataset.from_tensor_slices(shards)
     if training:
-        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
+        files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=reshuffle)
 
     def read_shard(path):
         records = tf.data.TFRecordDataset(path, buffer_size=8 << 20)
@@ -321,13 +399,20 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
                                deterministic=deterministic)
     if training:
         # Shuffle still-encoded videos: cheap to hold, and nothing decoded is thrown away.
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+                                  reshuffle_each_iteration=reshuffle)
     if repeat:
         dataset = dataset.repeat()
     single = spec.clips_per_video == 1
+    if training:
+        # One stateless seed per video read, from the dataset's seed: the same
+        # seed gives the same clips, however many threads cut them.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
+        seeds = seeds.batch(2)
+        dataset = tf.data.Dataset.zip(dataset, seeds)
 
-    def cut(serialized):
-        parts = spec(serialized)
+    def cut(*element):  # a record, and its seed in training
+        parts = spec(*element)
         parts = parts if with_video_id else parts[:2]
         # One clip per video needs no unbatch, which would copy every clip once more.
         return tuple(part[0] for part in parts) if single else parts

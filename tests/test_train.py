@@ -85,12 +85,13 @@ def test_run_writes_every_file_and_learns(finished_run):
     # 200); the final evaluation had nothing left to do, its weights being
     # those of the last validation.
     everything = json.loads((run / "metrics.json").read_text())
+    views = {"clips": 2, "crops": 1, "crop": "48x48, central 0.875 of the short side, resized"}
     assert everything["evaluated"] == {"checkpoint": "last", "epoch": 15,
-                                       "precise_bn_batches": 7}
+                                       "precise_bn_batches": 7, "views": views}
+    assert config["views"] == views
     assert len(everything["training"]["precise_bn_seconds"]) == 15
     metrics = everything["test"]
-    for key in ("accuracy", "clip_accuracy", "top5_accuracy", "mean_class_accuracy"):
-        assert 0 <= metrics[key] <= 1
+    assert metrics["top5_accuracy"] == 1.0  # top-2 of 2 classes
     assert metrics["num_videos"] == 16 and metrics["num_clips"] == 32
     assert set(metrics["per_class"]) == {"Grow", "SlideRight"}
     assert metrics["accuracy"] > 0.5, metrics  # chance is 0.5
@@ -111,10 +112,12 @@ def test_saved_model_serves_uint8_clips(finished_run):
     assert json.loads((finished_run / "classes.json").read_text()) == ["Grow", "SlideRight"]
 
 
-def _test_video(records, video_id):
+def _test_video(records, video_id, run_dir):
     """The source file of a video in the records fixture, and its record's clips."""
     source = records.parent / "videos" / "UCF101" / f"{video_id}.avi"
-    spec = reader.ClipSpec(8, 3, 48, num_clips=2)  # TRAIN_ARGS's evaluation clips
+    spec = reader.ClipSpec.for_run(json.loads((run_dir / "config.json").read_text())
+                                   ["config"])[2]  # the run's evaluation clips
+    assert (spec.num_clips, spec.num_crops) == (2, 1)
     dataset = reader.make_dataset(records, "test", spec, batch_size=64, with_video_id=True)
     clips, labels, ids = next(iter(dataset))
     mine = ids.numpy() == video_id.encode()
@@ -124,7 +127,7 @@ def _test_video(records, video_id):
 @pytest.mark.slow
 def test_predictor_cuts_the_clips_evaluation_cuts(finished_run, records):
     video_id = records_ids(records, "test")[0]
-    source, record_clips, _ = _test_video(records, video_id)
+    source, record_clips, _ = _test_video(records, video_id, finished_run)
     predicted = Predictor(finished_run).clips(str(source)).numpy()
     assert predicted.shape == record_clips.shape == (2, 8, 48, 48, 3)
     np.testing.assert_array_equal(predicted, record_clips)
@@ -134,7 +137,7 @@ def test_predictor_cuts_the_clips_evaluation_cuts(finished_run, records):
 def test_predict_cli_gives_the_evaluations_video_scores(finished_run, records,
                                                         real_ucf101_dir):
     video_id = records_ids(records, "test")[-1]
-    source, record_clips, label = _test_video(records, video_id)
+    source, record_clips, label = _test_video(records, video_id, finished_run)
     real = real_ucf101_dir / f"{next(iter(REAL_CLIPS))}.avi"
     result = _cli("scripts/predict.py", "--model", str(finished_run), str(source),
                   str(real), timeout=300)
@@ -354,3 +357,98 @@ def test_eval_checkpoint_best_evaluates_the_best_validated_model(records, tmp_pa
     exported = keras.saving.load_model(run_dir / "model.keras")
     np.testing.assert_array_equal(exported.predict(clips, verbose=0),
                                   best.predict(clips, verbose=0))
+
+
+def _tree_digest(folder):
+    """`{relative path: sha256}` of every file below `folder`."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_changes_nothing(finished_run, records, capsys):
+    before = _tree_digest(finished_run)
+    mtimes = {path: path.stat().st_mtime_ns for path in finished_run.rglob("*")}
+    assert _train(records, finished_run, "--epochs", "15", "--steps_per_epoch", "8") == 0
+    out = capsys.readouterr().out
+    assert "is a finished run of this configuration; nothing to do" in out
+    assert f"metrics {finished_run / 'metrics.json'}" in out
+    assert _tree_digest(finished_run) == before
+    assert {path: path.stat().st_mtime_ns for path in finished_run.rglob("*")} == mtimes
+
+
+def test_overwrite_trains_a_finished_run_again(records, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ("--epochs", "1", "--steps_per_epoch", "1", "--precise_bn_batches", "1")
+    assert _train(records, run_dir, *args) == 0
+    (run_dir / "stale.txt").write_text("left by the first run")
+    assert _train(records, run_dir, *args) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _train(records, run_dir, *args, "--overwrite") == 0
+    assert "nothing to do" not in capsys.readouterr().out
+    assert not (run_dir / "stale.txt").exists() and (run_dir / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["--epoch", "3"], "unknown argument --epoch; did you mean --epochs?"),
+    (["--learning_rat", "0.1"], "did you mean --learning_rate?"),
+    (["--eval_clip=3"], "unknown argument --eval_clip=3; did you mean --eval_clips?"),
+    (["--batch_size", "eight"], "invalid int value: 'eight'"),
+])
+def test_misspelt_and_abbreviated_flags_are_refused_in_one_line(records, tmp_path, argv,
+                                                                fragment):
+    result = _cli("train.py", "--records", str(records), "--output_dir",
+                  str(tmp_path / "run"), *argv, timeout=120)
+    assert_one_line_error(result, fragment)
+    assert "usage:" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_an_nvidia_gpu_tensorflow_cannot_see_stops_the_run(records, tmp_path, capsys,
+                                                           monkeypatch):
+    from model import precision
+    monkeypatch.setattr(precision, "nvidia_driver_present", lambda: True)
+    code = _train(records, tmp_path / "run", "--epochs", "1")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "NVIDIA driver but TensorFlow sees no GPU" in err[0] and "[gpu]" in err[0]
+    assert "--allow_cpu" in err[0] and not (tmp_path / "run").exists()
+    # --allow_cpu goes past the check, to the next one (records that do not exist).
+    code = train.main(["--records", str(tmp_path / "none"), "--output_dir",
+                       str(tmp_path / "run"), "--allow_cpu"])
+    assert code == 2 and "no manifest.json" in capsys.readouterr().err
+
+
+MIRRORED = """
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import train
+argv = json.loads(sys.argv[1])
+# float16 loss scaling cannot keep two replicas in step: refused before any work.
+assert train.main(argv + ["--precision", "mixed_float16"]) == 2
+sys.exit(train.main(argv))
+"""
+
+
+@pytest.mark.slow
+def test_two_replicas_train_evaluate_and_export_like_one_device(records, tmp_path):
+    run_dir = tmp_path / "run"
+    argv = ["--records", str(records), "--output_dir", str(run_dir), *TRAIN_ARGS,
+            "--epochs", "2", "--steps_per_epoch", "3", "--batch_size", "4",
+            "--precise_bn_batches", "3", "--strategy", "mirrored", "--eval_crops", "3"]
+    result = _cli("-c", MIRRORED, json.dumps(argv), timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mixed_float16 cannot train on 2 replicas" in result.stderr
+    assert "MirroredStrategy with 2 replica(s), global batch 8" in result.stdout
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test"]["num_clips"] == 16 * 2 * 3  # not twice as many
+
+    # The exported weights, evaluated here on one device, give the same report.
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    spec = reader.ClipSpec.for_run(config)[2]
+    dataset = reader.make_dataset(records, "test", spec, batch_size=5, with_video_id=True)
+    model = keras.saving.load_model(run_dir / "model.keras")
+    report, _ = evaluation.classification_report(
+        *evaluation.predict_videos(model, dataset), ["Grow", "SlideRight"])
+    assert report == metrics["test"]
