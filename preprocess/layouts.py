@@ -18,6 +18,7 @@ members all sit in one top folder is that folder.
 """
 
 import collections
+import contextlib
 import csv
 import dataclasses
 import io
@@ -27,15 +28,13 @@ import re
 
 from preprocess import splits
 from preprocess.errors import UserError
-from preprocess.sources import SourceError, VideoRef, open_source
+from preprocess.sources import VideoRef
 
 LAYOUTS = ("auto", "ucf101", "class_folders", "annotations", "hmdb51")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 SPLIT_FOLDERS = ("train", "val", "test")
 # UCF101's naming: v_<Class>_g<group>_c<clip>.avi
 _UCF_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)$")
-# HMDB51's split files: <class>_test_split<N>.txt
-_HMDB_SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<index>[123])\.txt$")
 _KINETICS_COLUMNS = {"label", "youtube_id", "time_start", "time_end"}
 
 
@@ -123,16 +122,17 @@ def relative_files(source):
 # The layouts
 # ---------------------------------------------------------------------------
 
-def list_ucf101(files, split_lists=None, split_index=1):
+def list_ucf101(files, lists=None, split_index=1):
+    """`lists` is the `splits.SplitLists` of UCF101's official lists, if any."""
     videos, ignored = [], []
     for location, _ in files:
         ref = ucf101_ref(location)
         (ignored.append(location) if ref is None else videos.append(ref))
-    if not split_lists:
+    if lists is None:
         return Listing("ucf101", videos, ignored,
                        split_spec={"kind": "folders"} if any(v.split for v in videos)
                        else None)
-    classes, assignment = splits.load_official_splits(split_lists, split_index)
+    classes, assignment = splits.load_official_splits(lists, split_index)
     listed = [v for v in videos if v.video_id in assignment]
     if not listed:
         raise LayoutError(f"none of the {len(assignment)} videos in the split lists is in "
@@ -146,7 +146,7 @@ def list_ucf101(files, split_lists=None, split_index=1):
         "ucf101", [dataclasses.replace(v, split=assignment[v.video_id]) for v in listed],
         ignored + [v.location for v in videos if v.video_id not in assignment],
         classes=classes,
-        split_spec={"kind": "official", "split_lists": split_lists,
+        split_spec={"kind": "official", "split_lists": lists.spec,
                     "split_index": split_index,
                     "missing_from_source": len(assignment) - len(listed)})
 
@@ -300,23 +300,21 @@ def list_annotations(source, files, annotations):
                    split_spec=spec if any(v.split for v in videos) else None)
 
 
-def is_hmdb51_lists(split_lists):
-    """Whether a folder or zip holds HMDB51's `<class>_test_split<N>.txt` files."""
+def is_hmdb51_lists(lists):
+    """Whether a `splits.SplitLists` holds HMDB51's `<class>_test_split<N>.txt` files."""
     try:
-        source = open_source(split_lists)
-        names = [os.path.basename(path) for path in source.list_files()]
-        source.close()
-    except SourceError:
+        names = lists.files()
+    except splits.SplitError:
         return False
-    return any(_HMDB_SPLIT_FILE.match(name) for name in names)
+    return any(splits.hmdb51_list_class(name, index) for name in names for index in (1, 2, 3))
 
 
-def list_hmdb51(files, split_lists, split_index):
-    lists = splits.load_hmdb51_splits(split_lists, split_index)
+def list_hmdb51(files, lists, split_index):
+    found = splits.load_hmdb51_splits(lists, split_index)
     videos, ignored, matched = [], [], collections.Counter()
     for location, rel in files:
         parts = rel.split("/")
-        tag = lists.get(parts[0], {}).get(parts[-1]) if len(parts) >= 2 else None
+        tag = found.get(parts[0], {}).get(parts[-1]) if len(parts) >= 2 else None
         if not is_video(rel) or tag is None:
             ignored.append(location)
             continue
@@ -326,13 +324,13 @@ def list_hmdb51(files, split_lists, split_index):
         videos.append(VideoRef(location=location, video_id=stem(rel),
                                class_name=parts[0], split=tag))
     if not matched:
-        raise LayoutError(f"none of the videos in the HMDB51 split lists of {split_lists} "
+        raise LayoutError(f"none of the videos in the HMDB51 split lists of {lists.spec} "
                           "is in the source; check that --source and --split_lists "
                           "belong together")
-    unmatched = {cls: f"{cls}_test_split{split_index}.txt" for cls in lists
+    unmatched = {cls: splits.hmdb51_list_name(cls, split_index) for cls in found
                  if not matched[cls]}
-    return Listing("hmdb51", videos, ignored, classes=sorted(lists),
-                   split_spec={"kind": "official", "split_lists": split_lists,
+    return Listing("hmdb51", videos, ignored, classes=sorted(found),
+                   split_spec={"kind": "official", "split_lists": lists.spec,
                                "split_index": split_index},
                    unmatched_lists=unmatched)
 
@@ -341,11 +339,11 @@ def list_hmdb51(files, split_lists, split_index):
 # Choosing and listing
 # ---------------------------------------------------------------------------
 
-def choose_layout(files, *, annotations=None, split_lists=None, name="the source"):
+def choose_layout(files, *, annotations=None, lists=None, name="the source"):
     """What `auto` picks, or a `LayoutError` that says what it found."""
     if annotations:
         return "annotations"
-    if split_lists and is_hmdb51_lists(split_lists):
+    if lists is not None and is_hmdb51_lists(lists):
         return "hmdb51"
     videos = [rel for _, rel in files if is_video(rel)]
     if not videos:
@@ -367,17 +365,18 @@ def list_source(source, *, layout="auto", annotations=None, split_lists=None,
                 split_index=1, name="the source"):
     """Lists a source under a layout; every video id comes out unique."""
     files = relative_files(source)
-    if layout == "auto":
-        layout = choose_layout(files, annotations=annotations, split_lists=split_lists,
-                               name=name)
-    if layout == "ucf101":
-        listing = list_ucf101(files, split_lists, split_index)
-    elif layout == "class_folders":
-        listing = list_class_folders(files)
-    elif layout == "annotations":
-        listing = list_annotations(source, files, annotations)
-    else:
-        listing = list_hmdb51(files, split_lists, split_index)
+    with (splits.SplitLists(split_lists) if split_lists
+          else contextlib.nullcontext()) as lists:
+        if layout == "auto":
+            layout = choose_layout(files, annotations=annotations, lists=lists, name=name)
+        if layout == "ucf101":
+            listing = list_ucf101(files, lists, split_index)
+        elif layout == "class_folders":
+            listing = list_class_folders(files)
+        elif layout == "annotations":
+            listing = list_annotations(source, files, annotations)
+        else:
+            listing = list_hmdb51(files, lists, split_index)
     listing.videos = unique_ids(listing.videos, source)
     return listing
 

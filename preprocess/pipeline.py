@@ -15,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import datetime
+import difflib
 import glob
 import json
 import os
@@ -25,7 +26,8 @@ import apache_beam as beam
 import cv2
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
+                                                  StandardOptions, WorkerOptions)
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
@@ -34,7 +36,12 @@ from preprocess import __version__
 from preprocess import manifest as manifest_lib
 from preprocess import layouts, progress, schema, shards, splits, video
 from preprocess.errors import UserError
-from preprocess.sources import open_source
+from preprocess.sources import is_remote_url, open_source
+
+# The command that installs Beam's filesystem of a remote scheme (setup.py's extras).
+FILESYSTEM_EXTRAS = {"gs": "pip install -e .[gcp]"}
+# The flags that name a file or folder, which may be remote.
+PATH_FLAGS = ("source", "output_dir", "split_lists", "annotations", "class_names")
 
 # What the pipeline writes beside the shards; the launcher reads and removes
 # the first two, and `failures.jsonl` stays.
@@ -47,7 +54,11 @@ class PreprocessError(UserError):
 
 
 class PreprocessOptions(PipelineOptions):
-    """The job's own flags; every other flag goes to Beam."""
+    """The job's own flags, read with `options.view_as(PreprocessOptions)`.
+
+    Every other flag goes to Beam. A help text shows its default with
+    `%(default)s`; the flags without one say what their absence means.
+    """
 
     @classmethod
     def _add_argparse_args(cls, parser):
@@ -57,7 +68,7 @@ class PreprocessOptions(PipelineOptions):
                             help="how files become labelled videos: ucf101 names, "
                                  "class_folders (<class>/<video>, optionally below "
                                  "train/val/test), annotations (a CSV), hmdb51 (with "
-                                 "its split files); auto picks one (default auto)")
+                                 "its split files); auto picks one (default %(default)s)")
         parser.add_argument("--annotations",
                             help="CSV with path,label[,split][,group] or Kinetics' "
                                  "label,youtube_id,time_start,time_end,split; a local "
@@ -74,7 +85,7 @@ class PreprocessOptions(PipelineOptions):
                                 "trainlist0K.txt, testlist0K.txt or HMDB51's "
                                 "<class>_test_splitK.txt (default: none)")
         group.add_argument("--split_index", type=int, default=1,
-                           help="which official split, 1-3 (default 1)")
+                           help="which official split, 1-3 (default %(default)s)")
         group.add_argument("--per_class",
                            help="group-aware subset, clips per class and split, "
                                 "e.g. train=30,val=10,test=10 (default: none)")
@@ -89,24 +100,34 @@ class PreprocessOptions(PipelineOptions):
         group.add_argument("--classes",
                            help="comma-separated class names to use (default: all)")
         group.add_argument("--seed", type=int, default=0,
-                           help="seed of --per_class and --split_fractions (default 0)")
+                           help="seed of --per_class and --split_fractions "
+                                "(default %(default)s)")
         group = parser.add_argument_group("frames")
         group.add_argument("--fps", type=float,
                            help="frame rate to keep (skips frames); default: source rate")
         group.add_argument("--max_frames", type=int, default=1800,
-                           help="frames kept per video at most (default 1800, 72 s "
-                                "at 25 fps: every UCF101 video)")
+                           help="frames kept per video at most (default %(default)s: "
+                                "72 s at 25 fps, every UCF101 video)")
         group.add_argument("--resize", choices=video.RESIZE_POLICIES,
                            default="short_side",
-                           help="short_side keeps the aspect (default); pad makes a "
-                                "padded square as the tutorial does")
+                           help="short_side keeps the aspect; pad makes a padded square "
+                                "as the tutorial does (default %(default)s)")
         group.add_argument("--image_size", type=int, default=128,
-                           help="short side (short_side) or square side (pad); "
-                                "default 128")
+                           help="short side (short_side) or square side (pad) "
+                                "(default %(default)s)")
         group.add_argument("--jpeg_quality", type=int, default=90,
-                           help="JPEG quality 1-100 (default 90)")
+                           help="JPEG quality 1-100 (default %(default)s)")
         group.add_argument("--num_shards", type=int, default=0,
-                           help="shards per split; 0 sizes them to ~150 MB (default: 0)")
+                           help="shards per split; 0 sizes them to ~150 MB "
+                                "(default %(default)s)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRequest:
+    """`--per_class`, `--split_fractions` and `--classes`, parsed once by `check_args`."""
+    per_class: dict = None
+    split_fractions: dict = None
+    classes: list = None
 
 
 class VideoUnavailable(Exception):
@@ -265,8 +286,10 @@ class SummariseFn(beam.CombineFn):
 # Driver side: everything decided before the pipeline starts.
 # ---------------------------------------------------------------------------
 
-def plan_tasks(args):
+def plan_tasks(args, request):
     """Lists the source under its layout and assigns each chosen video a split and label.
+
+    `request` is the `SplitRequest` that `check_args` parsed.
 
     Returns:
         `(listing, classes, tasks, split_spec)`.
@@ -292,10 +315,9 @@ def plan_tasks(args):
                                   f"--class_names {args.class_names}; add it there")
     classes, split_of, spec = splits.assign_splits(
         listing.videos, classes=class_names or listing.classes,
-        per_class=args.per_class, split_fractions=args.split_fractions,
-        num_classes=args.num_classes,
-        chosen=[c.strip() for c in args.classes.split(",")] if args.classes else None,
-        seed=args.seed, layout_spec=listing.split_spec)
+        per_class=request.per_class, split_fractions=request.split_fractions,
+        num_classes=args.num_classes, chosen=request.classes, seed=args.seed,
+        layout_spec=listing.split_spec)
     unmatched = [listing.unmatched_lists[c] for c in classes if c in listing.unmatched_lists]
     if unmatched:
         raise PreprocessError(
@@ -356,41 +378,116 @@ def remove_beam_temp(output_dir):
             FileSystems.delete(leftovers)
 
 
-def default_runner_args(beam_args):
-    """Runs the DirectRunner on a thread per local core unless another runner is named.
+def is_local_runner(options):
+    """Whether the job runs on this machine's DirectRunner (the default)."""
+    return options.view_as(StandardOptions).runner in (None, "DirectRunner", "direct")
+
+
+def use_local_defaults(options, given):
+    """Runs the DirectRunner on a thread per local core unless the command line says otherwise.
 
     Threads, not processes: the work is OpenCV's decode, resize and JPEG
     encode, which release the GIL, and threads skip starting a Python per
     worker. `--direct_running_mode multi_processing` still picks processes.
+    `given` holds the names of the flags on the command line.
     """
-    if not is_local_runner(beam_args):
-        return beam_args
-    extra = []
-    mode = beam_flag(beam_args, "direct_running_mode")
-    if mode is None:
-        extra.append("--direct_running_mode=multi_threading")
-    if mode != "in_memory" and beam_flag(beam_args, "direct_num_workers") is None:
-        extra.append("--direct_num_workers=0")
-    if beam_flag(beam_args, "default_sdk_harness_log_level") is None:
-        extra.append("--default_sdk_harness_log_level=WARNING")
-    return beam_args + extra
+    direct = options.view_as(DirectOptions)
+    if "direct_running_mode" not in given:
+        direct.direct_running_mode = "multi_threading"
+    if direct.direct_running_mode != "in_memory" and "direct_num_workers" not in given:
+        direct.direct_num_workers = 0  # one worker per core
+    if "default_sdk_harness_log_level" not in given:
+        options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser that takes no abbreviations and reports a bad flag as one line.
+
+    argparse would print the usage and exit; this raises `PreprocessError`,
+    which `main` prints as one `error:` line. `hint` says where to look.
+    """
+
+    def __init__(self, *args, hint, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+        self.hint = hint
+
+    def error(self, message):
+        raise PreprocessError(f"{message}; {self.hint}")
+
+    def add_value_provider_argument(self, *args, **kwargs):
+        # Templated options of other PipelineOptions classes: a plain flag here,
+        # where only the name and the type of its value are checked.
+        self.add_argument(*args, **kwargs)
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    """The job's own flags, as `--help` shows them."""
+    parser = OneLineParser(
         prog="python -m preprocess",
         description="Decode a labelled video set once into sharded TFRecords.",
         epilog="Any other flag is a Beam pipeline option, e.g. --runner "
                "DataflowRunner --project P --region R --temp_location gs://... "
-               "--setup_file ./setup.py")
+               "--setup_file ./setup.py",
+        hint="see python -m preprocess --help")
     PreprocessOptions._add_argparse_args(parser)
     return parser
 
 
+def option_classes(cls=PipelineOptions):
+    """Every `PipelineOptions` class the installed Beam (and this job) registers."""
+    for subclass in cls.__subclasses__():
+        yield subclass
+        yield from option_classes(subclass)
+
+
+def pipeline_options(argv):
+    """The job's `PipelineOptions`: every flag checked, and local defaults where none is given.
+
+    `--help` prints the job's flags and exits. A flag that neither the job
+    nor any `PipelineOptions` class of the installed Beam knows, or a bad
+    value, raises `PreprocessError`; Beam itself would only warn and drop
+    it, and a misspelt job flag would quietly run with its default.
+    """
+    _, beam_args = build_parser().parse_known_args(argv)
+    parser = OneLineParser(add_help=False, conflict_handler="resolve",
+                           hint="see Beam's pipeline options")
+    for cls in option_classes():
+        # Subclasses that inherit their parent's flags add none of their own.
+        if "_add_argparse_args" in cls.__dict__:
+            cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(beam_args)
+    if unknown:
+        raise PreprocessError(unknown_flag_message(
+            unknown, [name for action in parser._actions for name in action.option_strings]))
+    options = PipelineOptions(argv)
+    if is_local_runner(options):
+        use_local_defaults(options, {arg[2:].split("=", 1)[0] for arg in argv
+                                     if arg.startswith("--")})
+    return options
+
+
+def unknown_flag_message(unknown, known):
+    """What to say about the first argument no parser took, with the closest known flag."""
+    flag = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
+    if flag is None:
+        return (f"unexpected argument {unknown[0]}; every value follows its flag, "
+                "e.g. --source DIR")
+    close = difflib.get_close_matches(flag, known, n=1)
+    return (f"unknown flag {flag}, neither the job's nor a Beam pipeline option; "
+            + (f"did you mean {close[0]}?" if close else
+               "see python -m preprocess --help for the job's flags"))
+
+
 def check_args(args):
+    """Refuses a bad request before any work.
+
+    Returns:
+        The `SplitRequest` parsed from the flags, which nothing parses again.
+    """
     if not args.source or not args.output_dir:
         raise PreprocessError("--source and --output_dir are required; see "
                               "python -m preprocess --help")
+    check_filesystems(args)
     if args.image_size < 8:
         raise PreprocessError(f"--image_size {args.image_size} is too small; use 8 or more")
     if not 1 <= args.jpeg_quality <= 100:
@@ -423,12 +520,32 @@ def check_args(args):
                               "class folders use split folders, --per_class or "
                               "--split_fractions")
     try:
-        if args.per_class:
-            splits.parse_per_class(args.per_class)
-        if args.split_fractions:
-            splits.parse_fractions(args.split_fractions)
+        return SplitRequest(
+            per_class=splits.parse_per_class(args.per_class) if args.per_class else None,
+            split_fractions=(splits.parse_fractions(args.split_fractions)
+                             if args.split_fractions else None),
+            classes=[c.strip() for c in args.classes.split(",")] if args.classes else None)
     except splits.SplitError as error:
         raise PreprocessError(str(error)) from None
+
+
+def check_filesystems(args):
+    """Refuses a remote path (`gs://...`) whose Beam filesystem is not installed.
+
+    Beam would fail deep inside the listing or the output check instead.
+    """
+    for flag in PATH_FLAGS:
+        path = getattr(args, flag)
+        scheme = FileSystems.get_scheme(path) if path and not is_remote_url(path) else None
+        if scheme is None:
+            continue
+        try:
+            FileSystems.get_filesystem(path)
+        except ValueError:
+            fix = (f"run {FILESYSTEM_EXTRAS[scheme]}" if scheme in FILESYSTEM_EXTRAS
+                   else "install the apache-beam extra that provides it")
+            raise PreprocessError(f"--{flag} {path} needs Beam's {scheme}:// filesystem, "
+                                  f"which is not installed; {fix}") from None
 
 
 def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
@@ -449,28 +566,12 @@ def build_pipeline(pipeline, tasks, decode_fn, output_dir, split_shards):
             shard_name_template="")
 
 
-def beam_flag(beam_args, name):
-    """The value of a Beam flag given as `--name value` or `--name=value`, or None."""
-    value = None
-    for index, arg in enumerate(beam_args):
-        if arg == f"--{name}" and index + 1 < len(beam_args):
-            value = beam_args[index + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def is_local_runner(beam_args):
-    """Whether the job runs on this machine's DirectRunner (the default)."""
-    return beam_flag(beam_args, "runner") in (None, "DirectRunner", "direct")
-
-
 def run(argv=None):
     """Runs the job; returns the manifest it wrote. Raises on bad requests."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args, beam_args = build_parser().parse_known_args(argv)
-    check_args(args)
-    listing, classes, tasks, split_spec = plan_tasks(args)
+    options = pipeline_options(sys.argv[1:] if argv is None else list(argv))
+    args = options.view_as(PreprocessOptions)
+    request = check_args(args)
+    listing, classes, tasks, split_spec = plan_tasks(args, request)
     selected = collections.Counter(task.split for task in tasks)
     split_shards = {name: args.num_shards for name in sorted(selected)}
     prepare_output_dir(args.output_dir, args.overwrite)
@@ -478,11 +579,10 @@ def run(argv=None):
           f"{args.source} (layout {listing.layout}): "
           + ", ".join(f"{k}={v}" for k, v in sorted(selected.items())), flush=True)
 
-    options = PipelineOptions(default_runner_args(beam_args))
     started = datetime.datetime.now(datetime.timezone.utc)
     with contextlib.ExitStack() as stack:
         watch = (stack.enter_context(progress.Progress(len(tasks)))
-                 if is_local_runner(beam_args) else None)
+                 if is_local_runner(options) else None)
         decode_fn = DecodeVideoFn(args.source, args.output_dir, fps=args.fps,
                                   max_frames=args.max_frames, resize=args.resize,
                                   image_size=args.image_size,
@@ -605,7 +705,8 @@ def build_manifest(args, listing, classes, split_spec, split_info, summary, star
         "failures": manifest_lib.FAILURES_NAME,
         "num_ignored_files": len(listing.ignored),
         "seconds": round(seconds, 2),
-        "options": dict(vars(args)),
+        "options": {name: getattr(args, name)
+                    for name in vars(build_parser().parse_args([]))},
     }
 
 

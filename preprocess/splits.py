@@ -26,6 +26,54 @@ class SplitError(UserError):
     """A split request that cannot be met; the message says what is available."""
 
 
+class SplitLists:
+    """The folder or zip `--split_lists` names, opened once for everything that reads it.
+
+    Opened on first use, so a layout that never reads it cannot fail on it;
+    use it as a context manager, which closes it.
+    """
+
+    def __init__(self, spec):
+        self.spec = spec
+        self._source = None
+        self._files = None
+
+    def files(self):
+        """`{file name: location}` of the files it holds."""
+        if self._files is None:
+            try:
+                self._source = open_source(self.spec)
+                self._files = {os.path.basename(path.replace("\\", "/")): path
+                               for path in self._source.list_files()}
+            except SourceError as error:
+                raise SplitError(f"cannot read --split_lists: {error}") from None
+        return self._files
+
+    def read_text(self, name):
+        return self._source.read_text(self.files()[name])
+
+    def close(self):
+        if self._source is not None:
+            self._source.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def hmdb51_list_name(class_name, split_index):
+    """HMDB51's list file of a class and split: `<class>_test_split<N>.txt`."""
+    return f"{class_name}_test_split{split_index}.txt"
+
+
+def hmdb51_list_class(name, split_index):
+    """The class whose HMDB51 list file of split `split_index` is `name`, or None."""
+    suffix = hmdb51_list_name("", split_index)
+    return name[:-len(suffix)] if name.endswith(suffix) else None
+
+
 def parse_per_class(text):
     """Parses `train=30,val=10,test=10` into an ordered `{split: count}`."""
     counts = {}
@@ -77,33 +125,26 @@ def parse_split_list(text, name="split list"):
     return video_ids
 
 
-def load_official_splits(split_lists, split_index):
-    """Reads UCF101's official lists from a folder or zip.
+def load_official_splits(lists, split_index):
+    """Reads UCF101's official lists from a `SplitLists`.
 
     Returns:
         `(classes, {video_id: split})` with splits `train` and `test`.
     """
-    if split_index not in (1, 2, 3):
-        raise SplitError(f"--split_index must be 1, 2 or 3, not {split_index}")
-    try:
-        source = open_source(split_lists)
-        files = {os.path.basename(path): path for path in source.list_files()}
-    except SourceError as error:
-        raise SplitError(f"cannot read --split_lists: {error}") from None
+    files = lists.files()
     wanted = ["classInd.txt", f"trainlist0{split_index}.txt", f"testlist0{split_index}.txt"]
     missing = [name for name in wanted if name not in files]
     if missing:
-        raise SplitError(f"--split_lists {split_lists} lacks {', '.join(missing)}; "
+        raise SplitError(f"--split_lists {lists.spec} lacks {', '.join(missing)}; "
                          "point it at UCF101's ucfTrainTestlist folder or zip")
-    classes = parse_class_index(source.read_text(files[wanted[0]]))
+    classes = parse_class_index(lists.read_text(wanted[0]))
     assignment = {}
     for split, name in (("train", wanted[1]), ("test", wanted[2])):
-        for video_id in parse_split_list(source.read_text(files[name]), name):
+        for video_id in parse_split_list(lists.read_text(name), name):
             if assignment.get(video_id, split) != split:
                 raise SplitError(f"{video_id} is in both the train and the test list "
                                  f"of split {split_index}")
             assignment[video_id] = split
-    source.close()
     return classes, assignment
 
 
@@ -146,40 +187,34 @@ def parse_class_names(text, name="--class_names"):
     return names
 
 
-def load_hmdb51_splits(split_lists, split_index):
-    """Reads HMDB51's `<class>_test_split<N>.txt` files from a folder or zip.
+def load_hmdb51_splits(lists, split_index):
+    """Reads HMDB51's `<class>_test_split<N>.txt` files from a `SplitLists`.
 
     Lines are `<video>.avi <tag>`: 1 train, 2 test, 0 unused.
 
     Returns:
         `{class: {file name: "train" | "test" | "unused"}}`.
     """
-    try:
-        source = open_source(split_lists)
-        files = source.list_files()
-    except SourceError as error:
-        raise SplitError(f"cannot read --split_lists: {error}") from None
-    suffix = f"_test_split{split_index}.txt"
-    lists = {}
-    for path in files:
-        base = os.path.basename(path.replace("\\", "/"))
-        if not base.endswith(suffix):
+    found = {}
+    for name in lists.files():
+        class_name = hmdb51_list_class(name, split_index)
+        if class_name is None:
             continue
         tags = {}
-        for number, line in enumerate(source.read_text(path).splitlines(), 1):
+        for number, line in enumerate(lists.read_text(name).splitlines(), 1):
             if not line.strip():
                 continue
             fields = line.rsplit(None, 1)
             if len(fields) != 2 or fields[1] not in _HMDB_TAGS:
-                raise SplitError(f"{base} line {number} is {line!r}; expected "
+                raise SplitError(f"{name} line {number} is {line!r}; expected "
                                  "'<video>.avi <0|1|2>'")
             tags[fields[0].strip()] = _HMDB_TAGS[fields[1]]
-        lists[base[:-len(suffix)]] = tags
-    source.close()
-    if not lists:
-        raise SplitError(f"--split_lists {split_lists} holds no *{suffix} file; point it "
-                         "at HMDB51's testTrainMulti_7030_splits folder or zip")
-    return lists
+        found[class_name] = tags
+    if not found:
+        raise SplitError(f"--split_lists {lists.spec} holds no "
+                         f"*{hmdb51_list_name('', split_index)} file; point it at "
+                         "HMDB51's testTrainMulti_7030_splits folder or zip")
+    return found
 
 
 def assign_splits(videos, *, classes=None, per_class=None, split_fractions=None,
@@ -193,29 +228,27 @@ def assign_splits(videos, *, classes=None, per_class=None, split_fractions=None,
         videos: `VideoRef`s as a layout listed them.
         classes: every class name in label order, when the layout or
             `--class_names` fixes it; else the sorted names of `videos`.
+        per_class: `{split: count}`, as `parse_per_class` returns it.
+        split_fractions: `{split: fraction}`, as `parse_fractions` returns it.
         chosen, num_classes: which of those classes to keep.
         layout_spec: the manifest's description of the layout's own splits.
 
     Returns:
         `(classes in label order, {video_id: split}, spec for the manifest)`.
     """
-    if per_class and split_fractions:
-        raise SplitError("pass either --per_class or --split_fractions, not both")
     available = classes or sorted({v.class_name for v in videos})
     kept = select_classes(available, num_classes=num_classes, classes=chosen)
     if per_class:
-        counts = parse_per_class(per_class)
         present = {v.class_name for v in videos}
-        _, split_of = draw_subset(videos, counts, seed=seed,
-                                  classes=[c for c in kept if c in present])
-        return kept, split_of, {"kind": "subset", "per_class": counts, "seed": seed,
+        split_of = draw_groups(videos, [c for c in kept if c in present], per_class,
+                               seed=seed)
+        return kept, split_of, {"kind": "subset", "per_class": per_class, "seed": seed,
                                  "num_classes": len(kept)}
     wanted = set(kept)
     videos = [v for v in videos if v.class_name in wanted]
     if split_fractions:
-        fractions = parse_fractions(split_fractions)
-        return kept, split_by_fractions(videos, fractions, seed=seed), {
-            "kind": "fractions", "fractions": fractions, "seed": seed}
+        return kept, split_by_fractions(videos, split_fractions, seed=seed), {
+            "kind": "fractions", "fractions": split_fractions, "seed": seed}
     if layout_spec:
         return kept, {v.video_id: v.split for v in videos if v.split}, layout_spec
     return kept, {v.video_id: "all" for v in videos}, {"kind": "all"}
@@ -278,13 +311,18 @@ def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
     Returns:
         `(classes, {video_id: split})`.
     """
+    chosen = select_classes(sorted({v.class_name for v in videos}),
+                            num_classes=num_classes, classes=classes)
+    return chosen, draw_groups(videos, chosen, per_class, seed=seed)
+
+
+def draw_groups(videos, classes, per_class, *, seed=0):
+    """The draw of `draw_subset` over classes already chosen; returns `{video_id: split}`."""
     by_class = collections.defaultdict(lambda: collections.defaultdict(list))
     for ref in videos:
         by_class[ref.class_name][ref.group_key].append(ref)
-    chosen = select_classes(sorted(by_class), num_classes=num_classes, classes=classes)
-
     problems, assignment = [], {}
-    for class_name in chosen:
+    for class_name in classes:
         groups = by_class[class_name]
         # One seed for every class: the same group numbers shuffle the same
         # way, so a group number lands in one split across classes, as in
@@ -310,7 +348,7 @@ def draw_subset(videos, per_class, *, num_classes=None, classes=None, seed=0):
                 assignment[ref.video_id] = split
     if problems:
         raise SplitError("; ".join(problems) + "; lower --per_class or --num_classes")
-    return chosen, assignment
+    return assignment
 
 
 def select_classes(available, *, num_classes=None, classes=None):

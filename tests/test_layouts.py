@@ -178,7 +178,8 @@ def test_hmdb51_split_files(tmp_path):
                         brush_hair="a!&.avi 1 \nb.avi 2 \nc.avi 0 \n",
                         cartwheel="d(1).avi 1\ne.avi 2\n")
     _hmdb_lists(tmp_path / "splits", 2, brush_hair="a!&.avi 2\n", cartwheel="d(1).avi 1\n")
-    parsed = splits.load_hmdb51_splits(str(lists), 1)
+    with splits.SplitLists(str(lists)) as opened:
+        parsed = splits.load_hmdb51_splits(opened, 1)
     assert parsed == {"brush_hair": {"a!&.avi": "train", "b.avi": "test", "c.avi": "unused"},
                       "cartwheel": {"d(1).avi": "train", "e.avi": "test"}}
     root = _touch(tmp_path / "hmdb51", "brush_hair/a!&.avi", "brush_hair/b.avi",
@@ -196,14 +197,38 @@ def test_hmdb51_split_files(tmp_path):
 
 def test_bad_hmdb51_split_files(tmp_path):
     lists = _hmdb_lists(tmp_path / "bad", brush_hair="a.avi 3\n")
-    with pytest.raises(splits.SplitError, match="brush_hair_test_split1.txt line 1"):
-        splits.load_hmdb51_splits(str(lists), 1)
-    with pytest.raises(splits.SplitError, match="no \\*_test_split2.txt file"):
-        splits.load_hmdb51_splits(str(lists), 2)
+    with splits.SplitLists(str(lists)) as opened:
+        with pytest.raises(splits.SplitError, match="brush_hair_test_split1.txt line 1"):
+            splits.load_hmdb51_splits(opened, 1)
+        with pytest.raises(splits.SplitError, match="no \\*_test_split2.txt file"):
+            splits.load_hmdb51_splits(opened, 2)
     root = _touch(tmp_path / "hmdb51", "brush_hair/a.avi")
     lists = _hmdb_lists(tmp_path / "other", brush_hair="zzz.avi 1\n")
     with pytest.raises(layouts.LayoutError, match="none of the videos in the HMDB51"):
         _listing(root, split_lists=str(lists))
+
+
+def test_split_lists_are_opened_once_and_always_closed(tmp_path, monkeypatch):
+    folder = _hmdb_lists(tmp_path / "splits", brush_hair="a.avi 1\nb.avi 2\n")
+    archive = tmp_path / "splits.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(folder / "brush_hair_test_split1.txt", "splits/brush_hair_test_split1.txt")
+    opened = []
+
+    def spy(spec):
+        opened.append(real_open(spec))
+        return opened[-1]
+
+    real_open = splits.open_source
+    monkeypatch.setattr(splits, "open_source", spy)
+    root = _touch(tmp_path / "hmdb51", "brush_hair/a.avi", "brush_hair/b.avi")
+    listing = _listing(root, split_lists=str(archive))  # auto reads the lists twice
+    assert listing.layout == "hmdb51" and len(listing.videos) == 2
+    assert len(opened) == 1 and opened[0]._zip.fp is None
+    opened.clear()
+    with pytest.raises(splits.SplitError, match="lacks classInd.txt"):
+        _listing(root, layout="ucf101", split_lists=str(archive))
+    assert len(opened) == 1 and opened[0]._zip.fp is None
 
 
 def _ungrouped(per_class, classes=("a", "b")):
@@ -273,8 +298,8 @@ def test_option_clashes_are_refused_before_any_work(tmp_path):
          "either --class_names or --classes"),
     ]
     for args, fragment in cases:
-        parsed, _ = pipeline.build_parser().parse_known_args(
+        options = pipeline.pipeline_options(
             ["--source", str(src), "--output_dir", str(out), *args])
         with pytest.raises(pipeline.PreprocessError, match=fragment):
-            pipeline.check_args(parsed)
+            pipeline.check_args(options.view_as(pipeline.PreprocessOptions))
     assert not out.exists()

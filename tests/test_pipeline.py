@@ -2,10 +2,12 @@
 
 import json
 import os
+import re
 import zipfile
 
 import apache_beam as beam
 import pytest
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -263,6 +265,14 @@ def test_cli_help_lists_the_job_flags():
         assert flag in result.stdout
 
 
+def test_help_shows_each_default_as_the_parser_holds_it():
+    parser = pipeline.build_parser()
+    text = " ".join(parser.format_help().split())
+    for name, default in vars(parser.parse_args([])).items():
+        if default not in (None, False):
+            assert re.search(rf"\(default {re.escape(str(default))}[):]", text), name
+
+
 def test_every_option_is_checked_before_any_work(synthetic_dir, tmp_path, capsys):
     out = tmp_path / "out"
     cases = [(["--num_classes", "0"], "--num_classes must be at least 1"),
@@ -276,4 +286,65 @@ def test_every_option_is_checked_before_any_work(synthetic_dir, tmp_path, capsys
                               *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
+    assert not out.exists()
+
+
+def test_a_misspelt_or_abbreviated_flag_is_refused_in_one_line(synthetic_dir, tmp_path):
+    out = tmp_path / "out"
+    for flag, fragment in (("--split_fracions", "did you mean --split_fractions?"),
+                           ("--num_shard", "unknown flag --num_shard,")):
+        value = "train=0.5,test=0.5" if flag == "--split_fracions" else "3"
+        result = run_cli("preprocess", "--source", str(synthetic_dir), "--output_dir",
+                         str(out), flag, value)
+        assert result.returncode != 0 and result.stdout == "", result.stdout
+        assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+        assert_one_line_error(result, fragment)
+    assert not out.exists()
+
+
+def test_a_bad_value_of_any_flag_is_one_line(synthetic_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    cases = [(["--num_shards", "x"], "--num_shards: invalid int value: 'x'"),
+             (["--resize", "crop"], "--resize: invalid choice: 'crop'"),
+             (["--split_index"], "--split_index: expected one argument"),
+             (["--direct_num_workers", "x"], "--direct_num_workers: invalid int value"),
+             (["--runnr", "DirectRunner"], "did you mean --runner?"),
+             (["records/"], "unexpected argument records/")]
+    for args, fragment in cases:
+        code = pipeline.main(["--source", str(synthetic_dir), "--output_dir", str(out),
+                              *args])
+        captured = capsys.readouterr()
+        err = captured.err.strip().splitlines()
+        assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
+        assert "usage:" not in captured.out + captured.err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_beam_options_pass_through(synthetic_dir, tmp_path):
+    source = copy_videos(synthetic_dir, tmp_path / "src",
+                         ["v_Grow_g01_c01.avi", "v_Shrink_g02_c01.avi"])
+    out = tmp_path / "records"
+    manifest = pipeline.run(["--source", str(source), "--output_dir", str(out),
+                             "--direct_num_workers", "2", "--runner", "DirectRunner"])
+    assert manifest["splits"]["all"]["num_videos"] == 2
+    assert len(read_split(out, "all")) == 2
+
+
+def test_remote_paths_need_the_gcp_extra(synthetic_dir, tmp_path, capsys):
+    try:
+        FileSystems.get_filesystem("gs://bucket/")
+        pytest.skip("Beam's gcp extra is installed")
+    except ValueError:
+        pass
+    out = tmp_path / "out"
+    result = run_cli("preprocess", "--source", "gs://bucket/UCF101", "--output_dir", str(out))
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()], result.stderr
+    assert_one_line_error(result, "--source gs://bucket/UCF101", "pip install -e .[gcp]")
+    for args in (["--source", str(synthetic_dir), "--output_dir", "gs://bucket/records"],
+                 ["--source", str(synthetic_dir), "--output_dir", str(out),
+                  "--split_lists", "gs://bucket/ucfTrainTestlist"]):
+        assert pipeline.main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "pip install -e .[gcp]" in err[0], err
     assert not out.exists()

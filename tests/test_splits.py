@@ -17,6 +17,11 @@ def _videos(groups_per_class, clips=2, classes=("A", "B", "C")):
             for k in range(1, clips + 1)]
 
 
+def _official(split_lists, index):
+    with splits.SplitLists(str(split_lists)) as lists:
+        return splits.load_official_splits(lists, index)
+
+
 def test_parse_per_class():
     assert splits.parse_per_class("train=30,val=10,test=10") == {
         "train": 30, "val": 10, "test": 10}
@@ -27,7 +32,7 @@ def test_parse_per_class():
 
 @pytest.mark.parametrize("index,test_group", [(1, 1), (2, 2), (3, 3)])
 def test_official_lists_from_folder(index, test_group):
-    classes, assignment = splits.load_official_splits(str(FIXTURE_LISTS), index)
+    classes, assignment = _official(FIXTURE_LISTS, index)
     assert classes[0] == "Grow" and len(classes) == 8
     assert sum(split == "test" for split in assignment.values()) == 16
     assert sum(split == "train" for split in assignment.values()) == 32
@@ -39,23 +44,23 @@ def test_official_lists_from_zip(tmp_path):
     with zipfile.ZipFile(archive, "w") as zf:
         for path in FIXTURE_LISTS.iterdir():
             zf.write(path, f"ucfTrainTestlist/{path.name}")
-    classes, assignment = splits.load_official_splits(str(archive), 1)
+    classes, assignment = _official(archive, 1)
     assert len(classes) == 8 and len(assignment) == 48
 
 
 def test_bad_official_lists(tmp_path):
     with pytest.raises(splits.SplitError, match="lacks classInd.txt"):
-        splits.load_official_splits(str(tmp_path), 1)
+        _official(tmp_path, 1)
     (tmp_path / "classInd.txt").write_text("1 A\nthree B\n")
     (tmp_path / "trainlist01.txt").write_text("A/v_A_g01_c01.avi 1\n")
     (tmp_path / "testlist01.txt").write_text("A/v_A_g01_c01.avi\n")
     with pytest.raises(splits.SplitError, match="line 2"):
-        splits.load_official_splits(str(tmp_path), 1)
+        _official(tmp_path, 1)
     (tmp_path / "classInd.txt").write_text("1 A\n")
     with pytest.raises(splits.SplitError, match="both the train and the test"):
-        splits.load_official_splits(str(tmp_path), 1)
-    with pytest.raises(splits.SplitError, match="1, 2 or 3"):
-        splits.load_official_splits(str(tmp_path), 4)
+        _official(tmp_path, 1)
+    with pytest.raises(splits.SplitError, match="cannot read --split_lists"):
+        _official(tmp_path / "nowhere", 1)
 
 
 def test_subset_keeps_each_group_in_one_split():
