@@ -25,13 +25,20 @@ def nvidia_driver_present():
     return bool(shutil.which("nvidia-smi")) or os.path.exists("/proc/driver/nvidia")
 
 
+def visible_gpus():
+    """The GPUs TensorFlow can use."""
+    return tf.config.list_physical_devices("GPU")
+
+
 def check_gpu_visible(allow_cpu):
     """Stops when the machine has an NVIDIA GPU but TensorFlow lists none.
 
     A `tensorflow` without CUDA sees no GPU and would quietly train in float32
-    on the CPU, many times slower.
+    on the CPU, many times slower. GPUs hidden on purpose (`CUDA_VISIBLE_DEVICES`
+    empty or -1) are a choice, not a mistake.
     """
-    if allow_cpu or tf.config.list_physical_devices("GPU") or not nvidia_driver_present():
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1")
+    if allow_cpu or hidden or visible_gpus() or not nvidia_driver_present():
         return
     raise DeviceError("this machine has an NVIDIA driver but TensorFlow sees no GPU; "
                       "install TensorFlow with CUDA (pip install -e .[gpu]), or pass "

@@ -13,6 +13,7 @@ rescales them on the device.
 """
 
 import dataclasses
+import math
 
 import tensorflow as tf
 
@@ -31,10 +32,10 @@ def clip_span(num_frames, frame_step):
     return (num_frames - 1) * frame_step + 1
 
 
-def stateless_seeds(seed, count):
-    """`count` independent stateless seeds `[count, 2]` from one.
+def uniform_draws(seed, shape):
+    """Uniform floats in [0, 1) of `shape`, all of a clip's random choices in one op.
 
-    Every random draw of the reader is a stateless op fed from a seed that
+    Every random choice of the reader is drawn from a stateless seed that
     travels with the element, so a clip depends only on the dataset's seed and
     the element's place: parallel and deterministic maps give the same clips,
     and TensorFlow need not run the map serially under op determinism. A seed
@@ -44,30 +45,32 @@ def stateless_seeds(seed, count):
         seed = tf.random.uniform([2], 0, tf.int32.max, tf.int32)
     elif isinstance(seed, int):
         seed = tf.constant([seed, 0], tf.int32)
-    return tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), count)
+    return tf.random.stateless_uniform(shape, seed)
 
 
-def _uniform_int(seed, low, high):
-    """One int32 drawn uniformly from `[low, high)`."""
-    return tf.random.stateless_uniform([], seed, low, high, tf.int32)
+def _below(draw, count):
+    """An int in `[0, count)` from a uniform float `draw` in [0, 1)."""
+    count = tf.cast(count, tf.int32)
+    scaled = tf.cast(tf.floor(draw * tf.cast(count, tf.float32)), tf.int32)
+    return tf.clip_by_value(scaled, 0, tf.maximum(count - 1, 0))
 
 
-def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, seed=None):
+def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, draws=None):
     """Frame indices `[num_frames]` of a clip at a random start, for training.
 
     With `step_jitter`, the step is drawn from `frame_step +- step_jitter` (at
     least 1). A video shorter than the clip loops its frames, as TF Model
-    Garden does, rather than padding with black frames. `seed` is a stateless
-    seed (see `stateless_seeds`).
+    Garden does, rather than padding with black frames. `draws` holds two
+    uniform floats (see `uniform_draws`); None draws them.
     """
-    step_seed, start_seed = tf.unstack(stateless_seeds(seed, 2))
+    draws = uniform_draws(None, [2]) if draws is None else draws
     step = tf.constant(frame_step, tf.int32)
     if step_jitter:
-        step = tf.maximum(1, step + _uniform_int(step_seed, -step_jitter, step_jitter + 1))
+        step = tf.maximum(1, step - step_jitter + _below(draws[0], 2 * step_jitter + 1))
     span = clip_span(num_frames, step)
     # A long video starts anywhere the whole clip fits; a short one anywhere.
     limit = tf.where(video_frames >= span, video_frames - span + 1, video_frames)
-    start = _uniform_int(start_seed, 0, limit)
+    start = _below(draws[1], limit)
     return (start + tf.range(num_frames) * step) % video_frames
 
 
@@ -92,36 +95,37 @@ def even_clip_indices(video_frames, num_frames, frame_step, num_clips=1):
 # Which pixels: spatial sampling
 # ---------------------------------------------------------------------------
 
-def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), seed=None):
+def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), draws=None):
     """A random `[y, x, h, w]` window covering `scale` of the area at aspect `ratio`.
 
     The window always fits the frame: an aspect the frame cannot hold is
-    clamped, as Inception-style random resized crops do.
+    clamped, as Inception-style random resized crops do. `draws` holds four
+    uniform floats; None draws them.
     """
-    area_seed, ratio_seed, y_seed, x_seed = tf.unstack(stateless_seeds(seed, 4))
+    draws = uniform_draws(None, [4]) if draws is None else draws
     area = tf.cast(height * width, tf.float32)
-    target = area * tf.random.stateless_uniform([], area_seed, scale[0], scale[1])
-    log_ratio = tf.random.stateless_uniform([], ratio_seed, tf.math.log(ratio[0]),
-                                            tf.math.log(ratio[1]))
-    aspect = tf.exp(log_ratio)
+    target = area * (scale[0] + (scale[1] - scale[0]) * draws[0])
+    low, high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = tf.exp(low + (high - low) * draws[1])
     crop_w = tf.cast(tf.round(tf.sqrt(target * aspect)), tf.int32)
     crop_h = tf.cast(tf.round(tf.sqrt(target / aspect)), tf.int32)
     crop_w = tf.clip_by_value(crop_w, 1, width)
     crop_h = tf.clip_by_value(crop_h, 1, height)
-    y = _uniform_int(y_seed, 0, height - crop_h + 1)
-    x = _uniform_int(x_seed, 0, width - crop_w + 1)
+    y = _below(draws[2], height - crop_h + 1)
+    x = _below(draws[3], width - crop_w + 1)
     return tf.stack([y, x, crop_h, crop_w])
 
 
-def random_square_window(height, width, size, seed=None):
+def random_square_window(height, width, size, draws=None):
     """A `[y, x, h, w]` square of side `size` (or the short side, if smaller) at a random place.
 
     The R(2+1)D recipe: random 112x112 crops of 128x171 frames, no rescaling.
+    `draws` holds two uniform floats; None draws them.
     """
-    y_seed, x_seed = tf.unstack(stateless_seeds(seed, 2))
+    draws = uniform_draws(None, [2]) if draws is None else draws
     side = tf.minimum(tf.minimum(height, width), size)
-    y = _uniform_int(y_seed, 0, height - side + 1)
-    x = _uniform_int(x_seed, 0, width - side + 1)
+    y = _below(draws[0], height - side + 1)
+    x = _below(draws[1], width - side + 1)
     return tf.stack([y, x, side, side])
 
 
@@ -165,7 +169,11 @@ def decode_clip(encoded_frames, indices, window, image_size):
     # clip than indexing frame by frame, which tf.data pays for on every clip.
     chosen = tf.unstack(tf.gather(encoded_frames, indices), num=indices.shape[0])
     clip = tf.stack([tf.io.decode_and_crop_jpeg(jpeg, window, channels=3) for jpeg in chosen])
+    return resize_square(clip, window[2], window[3], image_size)
 
+
+def resize_square(clip, height, width, image_size):
+    """A clip `[T, height, width, 3]` resized to `image_size` squares, unless it is one."""
     def resize():
         # Bilinear without antialiasing: stored frames are near the clip size
         # already, so there is little to alias, and antialiasing is costly.
@@ -173,8 +181,42 @@ def decode_clip(encoded_frames, indices, window, image_size):
         return tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8)
 
     # A window of the output size needs no resize at all.
-    fits = tf.logical_and(window[2] == image_size, window[3] == image_size)
+    fits = tf.logical_and(tf.equal(height, image_size), tf.equal(width, image_size))
     return tf.cond(fits, lambda: clip, resize)
+
+
+def decode_crops(encoded_frames, indices, windows, image_size):
+    """Decodes `indices` once, then cuts every window of `windows` from the frames.
+
+    Each frame is decoded once, inside the union of the windows plus a pixel
+    of context, since libjpeg's chroma upsampling at the edge of a cropped
+    decode differs from a whole frame's: the crops equal those of the
+    whole decoded frame, pixel for pixel.
+
+    Args:
+        encoded_frames: string tensor `[video_frames]` of JPEGs.
+        indices: int tensor `[num_frames]`; a static length.
+        windows: int tensor `[num_crops, 4]` of y, x, height, width; a static count.
+        image_size: side of the output frames.
+
+    Returns:
+        uint8 `[num_crops, num_frames, image_size, image_size, 3]`.
+    """
+    jpeg_shape = tf.io.extract_jpeg_shape(encoded_frames[0])
+    top = tf.maximum(tf.reduce_min(windows[:, 0]) - 1, 0)
+    left = tf.maximum(tf.reduce_min(windows[:, 1]) - 1, 0)
+    bottom = tf.minimum(tf.reduce_max(windows[:, 0] + windows[:, 2]) + 1, jpeg_shape[0])
+    right = tf.minimum(tf.reduce_max(windows[:, 1] + windows[:, 3]) + 1, jpeg_shape[1])
+    union = tf.stack([top, left, bottom - top, right - left])
+    chosen = tf.unstack(tf.gather(encoded_frames, indices), num=indices.shape[0])
+    frames = tf.stack([tf.io.decode_and_crop_jpeg(jpeg, union, channels=3)
+                       for jpeg in chosen])
+    crops = []
+    for window in tf.unstack(windows, num=windows.shape[0]):
+        y, x, height, width = tf.unstack(window, num=4)
+        crop = frames[:, y - top:y - top + height, x - left:x - left + width]
+        crops.append(resize_square(crop, height, width, image_size))
+    return tf.stack(crops)
 
 
 def flip_left_right(clip):
@@ -291,19 +333,20 @@ class ClipSpec:
             return tf.minimum(short, self.image_size)
         return tf.cast(tf.round(RESIZED_EVAL_FRACTION * tf.cast(short, tf.float32)), tf.int32)
 
-    def random_clip(self, encoded, video_frames, height, width, seed=None):
-        """One training clip: random start, step, crop window and flip."""
-        index_seed, window_seed, flip_seed = tf.unstack(stateless_seeds(seed, 3))
+    # Uniform floats a training clip draws: step, start, 4 for the window, flip.
+    DRAWS = 7
+
+    def random_clip(self, encoded, video_frames, height, width, draws):
+        """One training clip from `DRAWS` uniform floats: start, step, crop window, flip."""
         indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
-                                      self.step_jitter, seed=index_seed)
+                                      self.step_jitter, draws[0:2])
         if self.crop_scale is None:
-            window = random_square_window(height, width, self.image_size, seed=window_seed)
+            window = random_square_window(height, width, self.image_size, draws[2:4])
         else:
-            window = random_crop_window(height, width, self.crop_scale, seed=window_seed)
+            window = random_crop_window(height, width, self.crop_scale, draws=draws[2:6])
         clip = decode_clip(encoded, indices, window, self.image_size)
         if self.flip:
-            clip = tf.cond(tf.random.stateless_uniform([], flip_seed) < 0.5,
-                           lambda: flip_left_right(clip), lambda: clip)
+            clip = tf.cond(draws[6] < 0.5, lambda: flip_left_right(clip), lambda: clip)
         return clip
 
     def cut(self, encoded, height, width, seed=None):
@@ -315,24 +358,43 @@ class ClipSpec:
         """
         video_frames = tf.shape(encoded)[0]
         if self.training:
-            seeds = tf.unstack(stateless_seeds(seed, self.samples_per_video))
-            return tf.stack([self.random_clip(encoded, video_frames, height, width, s)
-                             for s in seeds])
+            draws = uniform_draws(seed, [self.samples_per_video, self.DRAWS])
+            return tf.stack([self.random_clip(encoded, video_frames, height, width, draws[i])
+                             for i in range(self.samples_per_video)])
         indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
                                     self.num_clips)
         windows = square_crop_windows(height, width, self.num_crops,
                                       self.eval_side(height, width))
-        return tf.stack([decode_clip(encoded, indices[c], windows[k], self.image_size)
-                         for c in range(self.num_clips) for k in range(self.num_crops)])
+        # Clip-major, crop-minor: each clip position's frames are decoded once.
+        return tf.concat([decode_crops(encoded, indices[c], windows, self.image_size)
+                          for c in range(self.num_clips)], axis=0)
 
-    def __call__(self, serialized, seed=None):
-        """Cuts clips from one serialised record: `(clips [n, T, S, S, 3], label, video_id)`."""
-        video = schema.parse_video_example(serialized)
-        clips = self.cut(video[schema.IMAGE_ENCODED], tf.cast(video[schema.HEIGHT], tf.int32),
-                         tf.cast(video[schema.WIDTH], tf.int32), seed)
+    def __call__(self, serialized, seed=None, with_video_id=True):
+        """Cuts clips from one serialised record: `(clips, labels[, video_ids])`.
+
+        Clips are `[n, T, S, S, 3]` with a label and video id each; with one
+        clip per video, a single clip `[T, S, S, 3]` with a scalar label and id,
+        so that no stack or unbatch copies it once more.
+        """
+        keys = (schema.HEIGHT, schema.WIDTH, schema.LABEL_INDEX)
+        video = schema.parse_video_example(
+            serialized, keys + ((schema.VIDEO_ID,) if with_video_id else ()))
+        frames = video[schema.IMAGE_ENCODED]
+        height = tf.cast(video[schema.HEIGHT], tf.int32)
+        width = tf.cast(video[schema.WIDTH], tf.int32)
         label = tf.cast(video[schema.LABEL_INDEX], tf.int32)
+        video_id = video.get(schema.VIDEO_ID)
         count = self.clips_per_video
-        return clips, tf.fill([count], label), tf.fill([count], video[schema.VIDEO_ID])
+        if count > 1:
+            clips = self.cut(frames, height, width, seed)
+            label = tf.fill([count], label)
+            video_id = None if video_id is None else tf.fill([count], video_id)
+        elif self.training:
+            clips = self.random_clip(frames, tf.shape(frames)[0], height, width,
+                                     uniform_draws(seed, [self.DRAWS]))
+        else:
+            clips = self.cut(frames, height, width)[0]
+        return (clips, label) if video_id is None else (clips, label, video_id)
 
 
 def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
@@ -411,11 +473,8 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         seeds = seeds.batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds)
 
-    def cut(*element):  # a record, and its seed in training
-        parts = spec(*element)
-        parts = parts if with_video_id else parts[:2]
-        # One clip per video needs no unbatch, which would copy every clip once more.
-        return tuple(part[0] for part in parts) if single else parts
+    def cut(serialized, element_seed=None):
+        return spec(serialized, element_seed, with_video_id=with_video_id)
 
     # The decode is the costly step: run it on all cores.
     dataset = dataset.map(cut, num_parallel_calls=AUTOTUNE, deterministic=deterministic)

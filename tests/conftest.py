@@ -13,6 +13,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def pytest_configure(config):
+    """On a GPU machine, tests compare with references in true float32: no TF32 matmuls."""
+    import tensorflow as tf
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # The fixtures shared with the project, beside the repository (CI has them).
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO, two_class_records
 from model import multi_worker
+from preprocess.manifest import ManifestError
 
 # A tiny R(2+1)D on two motion classes; deterministic, so reruns agree.
 ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", "8",
@@ -45,11 +46,24 @@ def _free_ports(count):
 def _launch(records, run_dir, ports, index, *extra):
     tf_config = {"cluster": {"worker": [f"127.0.0.1:{port}" for port in ports]},
                  "task": {"type": "worker", "index": index}}
-    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2")
+    # Each worker stands for a machine: on a GPU machine, each gets its own GPU
+    # (or, with fewer GPUs than workers, none), never a shared one.
+    env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES=worker_device(index, len(ports)))
     return subprocess.Popen(
         [sys.executable, "train.py", "--records", str(records), "--output_dir",
          str(run_dir), "--strategy", "multi_worker", *ARGS, *extra],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def worker_device(index, workers):
+    """`CUDA_VISIBLE_DEVICES` of a worker: its own GPU when there is one for each."""
+    try:
+        listed = subprocess.run(["nvidia-smi", "--list-gpus"], capture_output=True,
+                                text=True, timeout=30).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        listed = []
+    return str(index) if len(listed) >= workers else ""
 
 
 def _finish(process, timeout=600):
@@ -91,7 +105,7 @@ def test_two_workers_train_one_run_like_one_machine(records, tmp_path):
     history = _history(run_dir)
     assert [int(row["epoch"]) for row in history] == list(range(6))
     losses = [float(row["loss"]) for row in history]
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < 0.8 * losses[0], losses
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test"]["num_videos"] == 16
     assert json.loads((run_dir / "config.json").read_text())["replicas"] == 2
@@ -127,7 +141,7 @@ def custom_step_against_fit(policy="float32", jit_compile=False):
     batches = strategy.experimental_distribute_dataset(
         tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat())
     callbacks = keras.callbacks.CallbackList([], add_history=True, model=ours)
-    multi_worker.CustomLoop(ours, strategy, top_k=2, jit_compile=jit_compile).fit(
+    multi_worker.CustomLoop(ours, strategy, jit_compile=jit_compile).fit(
         batches, epochs=1, steps=1, initial_epoch=0, callbacks=callbacks,
         report=lambda line: None)
     theirs = compiled()
@@ -233,5 +247,5 @@ def test_each_worker_reads_its_own_shards(records):
         ids.append({v.decode() for _, _, batch in dataset for v in batch.numpy()})
     assert ids[0] and ids[1] and not ids[0] & ids[1]
     assert len(ids[0] | ids[1]) == 16
-    with pytest.raises(Exception, match="preprocess again with --num_shards 3"):
+    with pytest.raises(ManifestError, match="preprocess again with --num_shards 3"):
         reader.make_dataset(records, "test", spec, batch_size=4, input_shard=(0, 3))

@@ -23,15 +23,23 @@ from records import decode_frames
 
 LEVEL0, LEVEL_STEP = 10, 5  # frame i is painted 10 + 5 * i
 LENGTHS = {"v_Count_g01_c01": 40, "v_Count_g02_c01": 33, "v_Short_g01_c01": 5}
-# Mean level of each stored frame, read straight from the record (XviD and
-# JPEG shift the painted levels by a little, so they are measured, not assumed).
-DECODED_LEVELS = []
 
 
-def frame_index(frames):
-    """Recovers the source frame index of each frame from its grey level."""
-    means = np.asarray(frames, np.float32).mean(axis=(-3, -2, -1))
-    return np.abs(means[..., None] - np.asarray(DECODED_LEVELS)).argmin(axis=-1)
+class FrameIndex:
+    """Recovers the source frame index of each frame from its grey level.
+
+    Args:
+        levels: the mean level of each stored frame, read straight from the
+            record (XviD and JPEG shift the painted levels by a little, so
+            they are measured, not assumed).
+    """
+
+    def __init__(self, levels):
+        self.levels = np.asarray(levels)
+
+    def __call__(self, frames):
+        means = np.asarray(frames, np.float32).mean(axis=(-3, -2, -1))
+        return np.abs(means[..., None] - self.levels).argmin(axis=-1)
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +54,19 @@ def records(tmp_path_factory):
     out = root / "records"
     pipeline.run(["--source", str(source), "--output_dir", str(out), "--image_size",
                   "48", "--num_shards", "2", "--direct_running_mode=in_memory"])
-    for serialized in tf.data.TFRecordDataset([str(p) for p in (out / "all").iterdir()]):
+    return out
+
+
+@pytest.fixture(scope="module")
+def frame_index(records):
+    """A `FrameIndex` calibrated on the longest video's stored frames."""
+    for serialized in tf.data.TFRecordDataset([str(p) for p in (records / "all").iterdir()]):
         video = schema.parse_video_example(serialized)
         if video[schema.VIDEO_ID].numpy() == b"v_Count_g01_c01":
-            frames = decode_frames(video[schema.IMAGE_ENCODED], tf.range(40))
-            DECODED_LEVELS[:] = frames.numpy().mean(axis=(1, 2, 3)).tolist()
-    assert np.all(np.diff(DECODED_LEVELS) >= 3)  # levels stay apart after the codecs
-    return out
+            levels = decode_frames(video[schema.IMAGE_ENCODED], tf.range(40)).numpy()
+            levels = levels.mean(axis=(1, 2, 3))
+    assert np.all(np.diff(levels) >= 3)  # levels stay apart after the codecs
+    return FrameIndex(levels)
 
 
 def _videos(dataset):
@@ -79,7 +93,7 @@ def test_shapes_dtypes_and_labels(records):
     assert label_batch.dtype == tf.int32
 
 
-def test_evaluation_clip_is_centred_in_order_at_the_step(records):
+def test_evaluation_clip_is_centred_in_order_at_the_step(records, frame_index):
     spec = reader.ClipSpec(num_frames=8, frame_step=3, image_size=32, training=False)
     dataset = reader.make_dataset(records, "all", spec, batch_size=4, with_video_id=True)
     clips, _, ids = _videos(dataset)
@@ -90,7 +104,7 @@ def test_evaluation_clip_is_centred_in_order_at_the_step(records):
     assert got["v_Short_g01_c01"] == [0, 3, 1, 4, 2, 0, 3, 1]
 
 
-def test_training_clips_are_random_but_ordered(records):
+def test_training_clips_are_random_but_ordered(records, frame_index):
     spec = reader.ClipSpec(num_frames=6, frame_step=2, image_size=24, training=True,
                            flip=False)
     dataset = reader.make_dataset(records, "all", spec, batch_size=3, with_video_id=True,
@@ -107,7 +121,7 @@ def test_training_clips_are_random_but_ordered(records):
     assert len(starts) > 3
 
 
-def test_step_jitter_changes_the_step(records):
+def test_step_jitter_changes_the_step(records, frame_index):
     spec = reader.ClipSpec(num_frames=4, frame_step=3, image_size=16, training=True,
                            step_jitter=2)
     dataset = reader.make_dataset(records, "all", spec, batch_size=3, with_video_id=True,
@@ -120,7 +134,7 @@ def test_step_jitter_changes_the_step(records):
     assert len(steps) > 1 and steps <= {1, 2, 3, 4, 5}
 
 
-def test_multi_clip_evaluation_spans_the_video(records):
+def test_multi_clip_evaluation_spans_the_video(records, frame_index):
     spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=False,
                            num_clips=3, num_crops=3)
     dataset = reader.make_dataset(records, "all", spec, batch_size=32, with_video_id=True)
@@ -171,7 +185,7 @@ def test_transforms_eager_equal_in_dataset_map(records):
     np.testing.assert_array_equal(windows, [[0, 0, 48, 48], [0, 8, 48, 48], [0, 16, 48, 48]])
 
 
-def test_plain_random_crops_keep_pixels_unscaled(records):
+def test_plain_random_crops_keep_pixels_unscaled(records, frame_index):
     # 48x64 frames, 40x40 crops: no rescaling, so every frame stays flat at
     # its own level and the clip keeps its temporal order.
     spec = reader.ClipSpec(num_frames=5, frame_step=2, image_size=40, training=True,
@@ -197,7 +211,7 @@ def test_flip_mirrors_each_frame():
     np.testing.assert_array_equal(flipped.numpy(), clip[:, :, ::-1, :])
 
 
-def test_samples_per_video_cuts_several_clips_from_one_read(records):
+def test_samples_per_video_cuts_several_clips_from_one_read(records, frame_index):
     spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=True,
                            samples_per_video=4, flip=False)
     dataset = reader.make_dataset(records, "all", spec, batch_size=4, with_video_id=True,
@@ -219,10 +233,13 @@ def test_samples_per_video_cuts_several_clips_from_one_read(records):
         reader.ClipSpec(4, 2, 24, training=True, samples_per_video=0)
 
 
-def test_random_crop_window_always_fits():
-    for seed in range(50):
-        y, x, h, w = reader.random_crop_window(tf.constant(48), tf.constant(64),
-                                               seed=seed).numpy()
+@pytest.mark.parametrize("scale", [(0.4, 1.0), (0.08, 1.0), (1.0, 1.0)])
+def test_random_crop_window_always_fits(scale):
+    corners = [np.zeros(4), np.full(4, np.nextafter(np.float32(1), np.float32(0)))]
+    draws = corners + [reader.uniform_draws(seed, [4]) for seed in range(50)]
+    for draw in draws:
+        y, x, h, w = reader.random_crop_window(tf.constant(48), tf.constant(64), scale,
+                                               draws=tf.constant(draw, tf.float32)).numpy()
         assert 0 <= y and 0 <= x and y + h <= 48 and x + w <= 64 and h > 0 and w > 0
 
 
@@ -285,3 +302,68 @@ def test_input_benchmark_reports_all_three_figures(records):
     assert len(figures["reader_timings"]) == len(figures["decode_limit_timings"]) == 2
     assert figures["reader_over_limit"] == pytest.approx(
         figures["reader"] / figures["decode_limit"], rel=1e-2)
+
+
+def _textured_video(height, width, frames=6, seed=0):
+    """JPEG frames of noise (so that any shift of a crop shows) and their decoded pixels."""
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (frames, height, width, 3), np.uint8)
+    jpegs = tf.stack([tf.io.encode_jpeg(frame, quality=95) for frame in pixels])
+    decoded = np.stack([tf.io.decode_jpeg(jpeg, channels=3).numpy() for jpeg in jpegs])
+    return jpegs, decoded
+
+
+@pytest.mark.parametrize("height, width, starts", [
+    (48, 64, [(8, 0), (8, 16), (8, 32)]),    # landscape: left, centre, right
+    (64, 48, [(0, 8), (16, 8), (32, 8)]),    # portrait: top, centre, bottom
+])
+def test_random_crop_runs_evaluate_at_the_stored_scale(height, width, starts):
+    # The R(2+1)D presets train on plain random crops: evaluation crops the
+    # same 32-pixel windows of the stored frames, pixel for pixel, no rescaling.
+    config = dict(num_frames=3, frame_step=2, image_size=32, crop="random", crop_scale=0.4,
+                  step_jitter=0, samples_per_video=1, eval_clips=1, eval_crops=3)
+    train_spec, val_spec, test_spec = reader.ClipSpec.for_run(config)
+    assert train_spec.crop_scale is None and train_spec.training
+    jpegs, decoded = _textured_video(height, width)
+    frames = reader.even_clip_indices(6, 3, 2).numpy()[0].tolist()
+    clips = test_spec.cut(jpegs, tf.constant(height), tf.constant(width)).numpy()
+    assert clips.shape == (3, 3, 32, 32, 3)
+    for clip, (y, x) in zip(clips, starts):
+        np.testing.assert_array_equal(clip, decoded[frames, y:y + 32, x:x + 32])
+    centre = val_spec.cut(jpegs, tf.constant(height), tf.constant(width)).numpy()
+    np.testing.assert_array_equal(centre[0], clips[1])
+    assert test_spec.views == {"clips": 1, "crops": 3, "crop": "32x32, stored scale"}
+
+
+def test_resized_crop_runs_evaluate_on_the_central_seven_eighths():
+    config = dict(num_frames=2, frame_step=1, image_size=24, crop="resized", crop_scale=0.4,
+                  step_jitter=0, samples_per_video=1, eval_clips=1, eval_crops=1)
+    spec = reader.ClipSpec.for_run(config)[2]
+    jpegs, decoded = _textured_video(48, 64, frames=2)
+    side = round(reader.RESIZED_EVAL_FRACTION * 48)  # 42
+    y, x = (48 - side) // 2, (64 - side) // 2
+    window = tf.constant(decoded[:, y:y + side, x:x + side], tf.float32)
+    expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(window, [24, 24])), 0, 255),
+                       tf.uint8).numpy()
+    got = spec.cut(jpegs, tf.constant(48), tf.constant(64)).numpy()[0]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_training_clips_depend_only_on_the_seed_with_parallel_cuts(records):
+    spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=True,
+                           samples_per_video=2, step_jitter=1, flip=True)
+
+    def read(seed):
+        dataset = reader.make_dataset(records, "all", spec, batch_size=3, repeat=True,
+                                      seed=seed, deterministic=True, reshuffle=False)
+        return np.concatenate([clips.numpy() for clips, _ in dataset.take(4)])
+
+    first = read(7)
+    np.testing.assert_array_equal(first, read(7))
+    assert not np.array_equal(first, read(8))
+    # The cut holds no stateful random op, so TensorFlow keeps the map
+    # parallel under op determinism instead of running it serially.
+    traced = tf.function(spec).get_concrete_function(
+        tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64))
+    stateful = [op.type for op in traced.graph.get_operations() if op.op_def.is_stateful]
+    assert not [name for name in stateful if "Random" in name], stateful
