@@ -17,6 +17,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from model.replicas import PerReplica
+
 
 def batchnorm_layers(model):
     """Every BatchNormalization layer of `model`, nested ones included."""
@@ -47,14 +49,18 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             that sums a list of arrays over the workers; the pooled statistics
             are then those of every worker's batches, the same on each.
             Defaults to None: this process's batches alone.
+        strategy: the one-machine strategy the model was built under; each
+            batch is split over its replicas, which run in parallel, and their
+            moments are pooled on the host. Defaults to None: one device.
     """
 
-    def __init__(self, model, dataset, num_batches, all_reduce=None):
+    def __init__(self, model, dataset, num_batches, all_reduce=None, strategy=None):
         super().__init__()
         self.network = model
         self.dataset = dataset
         self.num_batches = num_batches
         self.all_reduce = all_reduce
+        self.strategy = strategy
         self.layers = batchnorm_layers(model)
         self._forward = None
         self.fresh_at = None  # optimizer step at the last recomputation
@@ -83,20 +89,19 @@ class PreciseBatchNorm(keras.callbacks.Callback):
             layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
             layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
         if self._forward is None:
-            self._forward = tf.function(self._batch_statistics)
+            self._forward = PerReplica(self.strategy, self._batch_statistics)
         try:
             totals, count = None, 0.0
             for _ in range(self.num_batches):
-                clips = next(batches)[0]
-                stats = self._forward(clips)
-                size = float(clips.shape[0])
-                moments = [(size * m.numpy().astype(np.float64),
-                            size * (v.numpy().astype(np.float64)
-                                    + np.square(m.numpy().astype(np.float64))))
-                           for m, v in stats]
-                totals = moments if totals is None else [
-                    (a + m, b + s) for (a, b), (m, s) in zip(totals, moments)]
-                count += size
+                for size, stats in self._forward(next(batches)[0]):
+                    size = float(size)
+                    moments = [(size * m.numpy().astype(np.float64),
+                                size * (v.numpy().astype(np.float64)
+                                        + np.square(m.numpy().astype(np.float64))))
+                               for m, v in stats]
+                    totals = moments if totals is None else [
+                        (a + m, b + s) for (a, b), (m, s) in zip(totals, moments)]
+                    count += size
         finally:
             for layer, momentum in zip(self.layers, saved):
                 layer.momentum = momentum
@@ -115,6 +120,12 @@ class PreciseBatchNorm(keras.callbacks.Callback):
         return seconds
 
     def _batch_statistics(self, clips):
+        """`(clips, [(mean, variance)] of each layer's inputs)`; on one replica's slice.
+
+        With momentum 0 a layer's moving statistics are its batch's; each
+        replica reads its own copy before any cross-replica assignment.
+        """
         self.network(clips, training=True)
-        return [(tf.identity(layer.moving_mean), tf.identity(layer.moving_variance))
-                for layer in self.layers]
+        return tf.shape(clips)[0], [(tf.identity(layer.moving_mean),
+                                     tf.identity(layer.moving_variance))
+                                    for layer in self.layers]

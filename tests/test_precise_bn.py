@@ -125,19 +125,25 @@ def test_stale_averages_score_like_batch_statistics_after_precise_bn(precision):
 
 
 def mirrored_statistics():
-    """Precise BN under MirroredStrategy over two logical CPUs, against one device."""
+    """Precise BN under MirroredStrategy over two logical CPUs, against one device.
+
+    Each replica normalises its own half of a batch in training mode, as
+    training did, so the one device runs the same halves as its batches.
+    """
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     clips = np.random.default_rng(0).integers(0, 256, (16, 4, 32, 32, 3), np.uint8)
-    dataset = tf.data.Dataset.from_tensor_slices((clips, np.zeros(16))).batch(8).repeat()
+    halves = tf.data.Dataset.from_tensor_slices((clips, np.zeros(16))).batch(4).repeat()
     results = []
-    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
-                     tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])):
+    for strategy, dataset, batches in (
+            (tf.distribute.OneDeviceStrategy("/cpu:0"), halves, 4),
+            (tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]),
+             halves.unbatch().batch(8), 2)):
         keras.utils.set_random_seed(0)
         with strategy.scope():
             model = build_model("r2plus1d_10", 2, 4, 32, width_multiplier=0.25)
-        PreciseBatchNorm(model, dataset, num_batches=2)()
+        PreciseBatchNorm(model, dataset, num_batches=batches, strategy=strategy)()
         results.append([v.numpy() for v in model.non_trainable_weights])
     return strategy.num_replicas_in_sync, max(
         float(np.abs(a - b).max()) for a, b in zip(*results))
