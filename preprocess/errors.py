@@ -8,3 +8,7 @@ is a bug and keeps its traceback.
 
 class UserError(ValueError):
     """A request or an input that cannot be used; the message says what to fix."""
+
+
+class SplitError(UserError):
+    """A split request or split list that cannot be used; the message says what is available."""

@@ -26,7 +26,7 @@ import os
 import posixpath
 import re
 
-from preprocess import splits
+from preprocess import official_lists, splits
 from preprocess.errors import UserError
 from preprocess.sources import VideoRef
 
@@ -123,7 +123,7 @@ def relative_files(source):
 # ---------------------------------------------------------------------------
 
 def list_ucf101(files, lists=None, split_index=1):
-    """`lists` is the `splits.SplitLists` of UCF101's official lists, if any."""
+    """`lists` is the `official_lists.SplitLists` of UCF101's official lists, if any."""
     videos, ignored = [], []
     for location, _ in files:
         ref = ucf101_ref(location)
@@ -132,7 +132,7 @@ def list_ucf101(files, lists=None, split_index=1):
         return Listing("ucf101", videos, ignored,
                        split_spec={"kind": "folders"} if any(v.split for v in videos)
                        else None)
-    classes, assignment = splits.load_official_splits(lists, split_index)
+    classes, assignment = official_lists.load_official_splits(lists, split_index)
     listed = [v for v in videos if v.video_id in assignment]
     if not listed:
         raise LayoutError(f"none of the {len(assignment)} videos in the split lists is in "
@@ -301,16 +301,16 @@ def list_annotations(source, files, annotations):
 
 
 def is_hmdb51_lists(lists):
-    """Whether a `splits.SplitLists` holds HMDB51's `<class>_test_split<N>.txt` files."""
+    """Whether a `official_lists.SplitLists` holds HMDB51's `<class>_test_split<N>.txt` files."""
     try:
         names = lists.files()
     except splits.SplitError:
         return False
-    return any(splits.hmdb51_list_class(name, index) for name in names for index in (1, 2, 3))
+    return any(official_lists.hmdb51_list_class(name, index) for name in names for index in (1, 2, 3))
 
 
 def list_hmdb51(files, lists, split_index):
-    found = splits.load_hmdb51_splits(lists, split_index)
+    found = official_lists.load_hmdb51_splits(lists, split_index)
     videos, ignored, matched = [], [], collections.Counter()
     for location, rel in files:
         parts = rel.split("/")
@@ -327,7 +327,7 @@ def list_hmdb51(files, lists, split_index):
         raise LayoutError(f"none of the videos in the HMDB51 split lists of {lists.spec} "
                           "is in the source; check that --source and --split_lists "
                           "belong together")
-    unmatched = {cls: splits.hmdb51_list_name(cls, split_index) for cls in found
+    unmatched = {cls: official_lists.hmdb51_list_name(cls, split_index) for cls in found
                  if not matched[cls]}
     return Listing("hmdb51", videos, ignored, classes=sorted(found),
                    split_spec={"kind": "official", "split_lists": lists.spec,
@@ -365,7 +365,7 @@ def list_source(source, *, layout="auto", annotations=None, split_lists=None,
                 split_index=1, name="the source"):
     """Lists a source under a layout; every video id comes out unique."""
     files = relative_files(source)
-    with (splits.SplitLists(split_lists) if split_lists
+    with (official_lists.SplitLists(split_lists) if split_lists
           else contextlib.nullcontext()) as lists:
         if layout == "auto":
             layout = choose_layout(files, annotations=annotations, lists=lists, name=name)

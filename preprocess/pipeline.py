@@ -34,7 +34,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from preprocess import __version__
 from preprocess import manifest as manifest_lib
-from preprocess import layouts, progress, schema, shards, splits, video
+from preprocess import layouts, progress, schema, shards, official_lists, splits, video
 from preprocess.errors import UserError
 from preprocess.sources import is_remote_url, open_source
 
@@ -336,7 +336,7 @@ def plan_tasks(args, request):
 def read_class_names(path, source):
     """The `--class_names` file, from a local or `gs://` path or the source zip."""
     text, _ = layouts.read_text_file(path, source, "--class_names")
-    return splits.parse_class_names(text, f"--class_names {path}")
+    return official_lists.parse_class_names(text, f"--class_names {path}")
 
 
 def print_counters(result):

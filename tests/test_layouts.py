@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from preprocess import layouts, pipeline, splits
+from preprocess import layouts, pipeline, official_lists, splits
 from preprocess.sources import VideoRef, open_source
 
 
@@ -178,8 +178,8 @@ def test_hmdb51_split_files(tmp_path):
                         brush_hair="a!&.avi 1 \nb.avi 2 \nc.avi 0 \n",
                         cartwheel="d(1).avi 1\ne.avi 2\n")
     _hmdb_lists(tmp_path / "splits", 2, brush_hair="a!&.avi 2\n", cartwheel="d(1).avi 1\n")
-    with splits.SplitLists(str(lists)) as opened:
-        parsed = splits.load_hmdb51_splits(opened, 1)
+    with official_lists.SplitLists(str(lists)) as opened:
+        parsed = official_lists.load_hmdb51_splits(opened, 1)
     assert parsed == {"brush_hair": {"a!&.avi": "train", "b.avi": "test", "c.avi": "unused"},
                       "cartwheel": {"d(1).avi": "train", "e.avi": "test"}}
     root = _touch(tmp_path / "hmdb51", "brush_hair/a!&.avi", "brush_hair/b.avi",
@@ -197,11 +197,11 @@ def test_hmdb51_split_files(tmp_path):
 
 def test_bad_hmdb51_split_files(tmp_path):
     lists = _hmdb_lists(tmp_path / "bad", brush_hair="a.avi 3\n")
-    with splits.SplitLists(str(lists)) as opened:
+    with official_lists.SplitLists(str(lists)) as opened:
         with pytest.raises(splits.SplitError, match="brush_hair_test_split1.txt line 1"):
-            splits.load_hmdb51_splits(opened, 1)
+            official_lists.load_hmdb51_splits(opened, 1)
         with pytest.raises(splits.SplitError, match="no \\*_test_split2.txt file"):
-            splits.load_hmdb51_splits(opened, 2)
+            official_lists.load_hmdb51_splits(opened, 2)
     root = _touch(tmp_path / "hmdb51", "brush_hair/a.avi")
     lists = _hmdb_lists(tmp_path / "other", brush_hair="zzz.avi 1\n")
     with pytest.raises(layouts.LayoutError, match="none of the videos in the HMDB51"):
@@ -219,8 +219,8 @@ def test_split_lists_are_opened_once_and_always_closed(tmp_path, monkeypatch):
         opened.append(real_open(spec))
         return opened[-1]
 
-    real_open = splits.open_source
-    monkeypatch.setattr(splits, "open_source", spy)
+    real_open = official_lists.open_source
+    monkeypatch.setattr(official_lists, "open_source", spy)
     root = _touch(tmp_path / "hmdb51", "brush_hair/a.avi", "brush_hair/b.avi")
     listing = _listing(root, split_lists=str(archive))  # auto reads the lists twice
     assert listing.layout == "hmdb51" and len(listing.videos) == 2
@@ -273,10 +273,10 @@ def test_bad_split_fractions():
 
 
 def test_class_names_fix_the_label_order(tmp_path):
-    assert splits.parse_class_names("Zebra crossing\nant\n") == ["Zebra crossing", "ant"]
-    assert splits.parse_class_names("1 Jump Rope\n2 Café\n") == ["Jump Rope", "Café"]
+    assert official_lists.parse_class_names("Zebra crossing\nant\n") == ["Zebra crossing", "ant"]
+    assert official_lists.parse_class_names("1 Jump Rope\n2 Café\n") == ["Jump Rope", "Café"]
     with pytest.raises(splits.SplitError, match="lists ant twice"):
-        splits.parse_class_names("ant\nbee\nant\n")
+        official_lists.parse_class_names("ant\nbee\nant\n")
     videos = _ungrouped(2, ("ant", "Zebra crossing"))
     classes, _, _ = splits.assign_splits(videos)
     assert classes == ["Zebra crossing", "ant"]

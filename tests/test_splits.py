@@ -5,7 +5,7 @@ import zipfile
 
 import pytest
 
-from preprocess import splits
+from preprocess import official_lists, splits
 from preprocess.sources import VideoRef
 
 FIXTURE_LISTS = pathlib.Path(__file__).parent / "fixtures" / "ucfTrainTestlist"
@@ -17,9 +17,9 @@ def _videos(groups_per_class, clips=2, classes=("A", "B", "C")):
             for k in range(1, clips + 1)]
 
 
-def _official(split_lists, index):
-    with splits.SplitLists(str(split_lists)) as lists:
-        return splits.load_official_splits(lists, index)
+def _official(path, index):
+    with official_lists.SplitLists(str(path)) as lists:
+        return official_lists.load_official_splits(lists, index)
 
 
 def test_parse_per_class():
