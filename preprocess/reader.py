@@ -49,10 +49,12 @@ def uniform_draws(seed, shape):
 
 
 def _below(draw, count):
-    """An int in `[0, count)` from a uniform float `draw` in [0, 1)."""
-    count = tf.cast(count, tf.int32)
-    scaled = tf.cast(tf.floor(draw * tf.cast(count, tf.float32)), tf.int32)
-    return tf.clip_by_value(scaled, 0, tf.maximum(count - 1, 0))
+    """An int in `[0, count)` from a uniform float `draw` in [0, 1).
+
+    Truncation is the floor here; and `draw` is at most 1 - 2**-23, so the
+    product stays below `count` for any count under 2**22 (frames or pixels).
+    """
+    return tf.cast(draw * tf.cast(count, tf.float32), tf.int32)
 
 
 def random_clip_indices(video_frames, num_frames, frame_step, step_jitter=0, draws=None):
@@ -153,7 +155,7 @@ def square_crop_windows(height, width, num_crops=1, side=None):
     return tf.stack([y, x, sides, sides], axis=1)
 
 
-def decode_clip(encoded_frames, indices, window, image_size):
+def decode_clip(encoded_frames, indices, window, image_size, resize=True):
     """Decodes `indices` of a video, only inside `window`, resized to a square.
 
     Args:
@@ -161,6 +163,8 @@ def decode_clip(encoded_frames, indices, window, image_size):
         indices: int tensor `[num_frames]`; a static length.
         window: int tensor `[4]`: y, x, height, width of the crop.
         image_size: side of the output frames.
+        resize: False when the window is known to be `image_size` square, which
+            spares the graph its conditional resize. Defaults to True.
 
     Returns:
         uint8 `[num_frames, image_size, image_size, 3]`.
@@ -169,6 +173,8 @@ def decode_clip(encoded_frames, indices, window, image_size):
     # clip than indexing frame by frame, which tf.data pays for on every clip.
     chosen = tf.unstack(tf.gather(encoded_frames, indices), num=indices.shape[0])
     clip = tf.stack([tf.io.decode_and_crop_jpeg(jpeg, window, channels=3) for jpeg in chosen])
+    if not resize:
+        return tf.ensure_shape(clip, [len(chosen), image_size, image_size, 3])
     return resize_square(clip, window[2], window[3], image_size)
 
 
@@ -341,10 +347,12 @@ class ClipSpec:
         indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
                                       self.step_jitter, draws[0:2])
         if self.crop_scale is None:
+            # Frames are at least `image_size` (make_dataset checks): no resize.
             window = random_square_window(height, width, self.image_size, draws[2:4])
         else:
             window = random_crop_window(height, width, self.crop_scale, draws=draws[2:6])
-        clip = decode_clip(encoded, indices, window, self.image_size)
+        clip = decode_clip(encoded, indices, window, self.image_size,
+                           resize=self.crop_scale is not None)
         if self.flip:
             clip = tf.cond(draws[6] < 0.5, lambda: flip_left_right(clip), lambda: clip)
         return clip
@@ -445,6 +453,12 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         shards = shards[index::count]
     if deterministic is None:
         deterministic = not training
+    smallest = min((min(size) for size in manifest["geometry"]["frame_sizes"]), default=0)
+    if training and spec.crop_scale is None and smallest < spec.image_size:
+        raise manifest_lib.ManifestError(
+            f"plain random crops of {spec.image_size} pixels do not fit the {smallest}-pixel "
+            f"frames in {records_dir}; lower image_size, or preprocess with a larger "
+            "--image_size")
 
     files = tf.data.Dataset.from_tensor_slices(shards)
     if training:

@@ -1,20 +1,29 @@
-"""Measures the tf.data reader against the tutorial's OpenCV generator and a decode-only limit.
+"""Measures the tf.data reader against its peers and a decode-only limit.
 
-    python scripts/benchmark_input.py --records DIR --split train --num_frames 10 \
-        --frame_step 15 --image_size 224 --batch_size 8
+    python scripts/benchmark_input.py --records DIR --split train --num_frames 16 \
+        --frame_step 2 --image_size 112 --batch_size 8 [--mode eval]
 
-On the same videos, it times, after a warm-up:
+On the same records, in training mode (`--mode train`, the default), it times:
 1. the reader (`preprocess.reader.make_dataset`, training mode, as train.py
    uses it: flips are the model's, on the device, unless `--cpu_flip`);
-2. the tutorial's way: a Python generator that opens each source video with
-   OpenCV, seeks, reads every frame_step-th frame and resizes each frame with
-   TensorFlow, fed through `tf.data.Dataset.from_generator`;
-3. the limit: only JPEG-decoding frames of clips drawn as the reader draws
-   them, held in memory, one clip per call, on all cores.
-The reader and the limit take turns, one at a time, for `--rounds` timings
-each, and the medians are reported: a shared machine's speed drifts by tens of
-percent within a minute. The generator runs last: pipelines timed after it
-ran slower. Prints clips per second and the ratios; the last line is JSON.
+2. a minimal pipeline: TFRecordDataset -> parse frames, height, width ->
+   gather -> `decode_and_crop_jpeg` of a random square, nothing else;
+3. TF Model Garden's reader (`official.vision.dataloaders.video_input`'s
+   Decoder and Parser, with our interleave, shuffle and batch), when
+   `official` imports (it is never a dependency: put an unpacked
+   tf-models-official on PYTHONPATH for this script only);
+4. the limit: only JPEG-decoding frames of clips drawn as the reader draws
+   them, held in memory, one clip per call, on all cores;
+5. the tutorial's way, last: a Python generator that opens each source video
+   with OpenCV, seeks, reads every frame_step-th frame and resizes each frame
+   with TensorFlow (pipelines timed after it ran slower).
+In evaluation mode (`--mode eval`, `--eval_clips` x `--eval_crops` views a
+video, as train.py's final evaluation cuts them), it times the reader, the
+reader's former way (each crop of each clip decoded on its own), Model
+Garden's evaluation parser, and the limit (each clip position's frames
+decoded whole, once). Pipelines take turns for `--rounds` timings each, and
+the medians are reported: a shared machine's speed drifts by tens of percent
+within a minute. Prints clips per second and the ratios; the last line is JSON.
 """
 
 import argparse
@@ -35,7 +44,7 @@ from preprocess import manifest as manifest_lib  # noqa: E402
 from preprocess import layouts, reader, schema, sources  # noqa: E402
 
 
-def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
+def clips_per_second(dataset, clips_per_batch, seconds, warmup=2.0):
     """Clips per second of a dataset, timed for `seconds` after `warmup` seconds.
 
     The iterator, with the background threads tf.data starts for it, is gone
@@ -48,7 +57,7 @@ def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
         while time.perf_counter() - started < duration:
             next(batches)
             count += 1
-        return count * batch_size / (time.perf_counter() - started)
+        return count * clips_per_batch / (time.perf_counter() - started)
 
     pull(warmup)  # lets tf.data's autotuning settle
     rate = pull(seconds)
@@ -57,16 +66,16 @@ def clips_per_second(dataset, batch_size, seconds, warmup=2.0):
     return rate
 
 
-def alternating_medians(datasets, batch_size, seconds, rounds, warmup=2.0):
-    """Times each dataset `rounds` times, taking turns; returns the median of each.
+def alternating_medians(datasets, seconds, rounds, warmup=2.0):
+    """Times each `(dataset, clips per batch)` `rounds` times, taking turns; returns medians.
 
     On a shared machine the cores' speed drifts by tens of percent over a
     minute; taking turns exposes every pipeline to the same drift.
     """
     rates = {name: [] for name in datasets}
     for _ in range(rounds):
-        for name, dataset in datasets.items():
-            rates[name].append(clips_per_second(dataset, batch_size, seconds, warmup))
+        for name, (dataset, clips_per_batch) in datasets.items():
+            rates[name].append(clips_per_second(dataset, clips_per_batch, seconds, warmup))
     return ({name: statistics.median(values) for name, values in rates.items()},
             {f"{name}_timings": [round(v, 1) for v in values] for name, values in rates.items()})
 
@@ -144,6 +153,98 @@ def decode_only_dataset(jpegs, batch_size):
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
+def eval_clip_jpegs(shards, num_frames, frame_step, num_clips, videos=64):
+    """JPEG bytes `[videos * num_clips, num_frames]`: every evaluation clip position's frames."""
+    chosen = []
+    for serialized in tf.data.TFRecordDataset(shards).take(videos):
+        frames = schema.parse_video_example(serialized)[schema.IMAGE_ENCODED]
+        indices = reader.even_clip_indices(tf.shape(frames)[0], num_frames, frame_step,
+                                           num_clips)
+        chosen.extend(tf.gather(frames, indices).numpy())
+    return np.stack(chosen)
+
+
+def read_records(shards, training):
+    """Our interleave, shuffle and repeat: what every pipeline here starts from."""
+    files = tf.data.Dataset.from_tensor_slices(shards)
+    records = files.interleave(lambda path: tf.data.TFRecordDataset(path, buffer_size=8 << 20),
+                               cycle_length=min(len(shards), 8),
+                               num_parallel_calls=tf.data.AUTOTUNE,
+                               deterministic=not training)
+    return (records.shuffle(256) if training else records).repeat()
+
+
+def minimal_dataset(shards, args):
+    """TFRecordDataset -> parse frames, height, width -> gather -> decode_and_crop_jpeg."""
+    size, span = args.image_size, reader.clip_span(args.num_frames, args.frame_step)
+
+    def cut(serialized):
+        context, sequence = tf.io.parse_single_sequence_example(
+            serialized,
+            context_features={schema.HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+                              schema.WIDTH: tf.io.FixedLenFeature([], tf.int64)},
+            sequence_features={schema.IMAGE_ENCODED: tf.io.FixedLenSequenceFeature(
+                [], tf.string)})
+        frames = sequence[schema.IMAGE_ENCODED]
+        count = tf.shape(frames)[0]
+        start = tf.random.uniform([], 0, tf.maximum(count - span + 1, 1), tf.int32)
+        chosen = tf.gather(frames, (start + tf.range(args.num_frames) * args.frame_step)
+                           % count)
+        height = tf.cast(context[schema.HEIGHT], tf.int32)
+        width = tf.cast(context[schema.WIDTH], tf.int32)
+        window = tf.stack([tf.random.uniform([], 0, height - size + 1, tf.int32),
+                           tf.random.uniform([], 0, width - size + 1, tf.int32), size, size])
+        return tf.stack([tf.io.decode_and_crop_jpeg(chosen[i], window, channels=3)
+                         for i in range(args.num_frames)])
+
+    return (read_records(shards, True)
+            .map(cut, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+            .batch(args.batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def model_garden_dataset(shards, args, manifest, training):
+    """Model Garden's own Decoder and Parser over our records, or None if not importable."""
+    try:
+        from official.vision.configs import video_classification as exp_cfg
+        from official.vision.dataloaders import video_input
+    except ImportError:
+        return None
+    short_side = min(min(size) for size in manifest["geometry"]["frame_sizes"])
+    params = exp_cfg.DataConfig(
+        feature_shape=(args.num_frames, args.image_size, args.image_size, 3),
+        temporal_stride=args.frame_step, num_classes=len(manifest["classes"]),
+        num_test_clips=args.eval_clips, num_test_crops=args.eval_crops,
+        min_image_size=short_side, is_training=training)
+    decoder = video_input.Decoder(schema.IMAGE_ENCODED, schema.LABEL_INDEX)
+    parse = video_input.Parser(params, schema.IMAGE_ENCODED, schema.LABEL_INDEX).parse_fn(
+        training)
+    videos = args.batch_size if training else max(1, args.batch_size // (
+        args.eval_clips * args.eval_crops))
+    return (read_records(shards, training)
+            .map(lambda serialized: parse(decoder.decode(serialized)),
+                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+            .batch(videos).prefetch(tf.data.AUTOTUNE)), videos
+
+
+def per_crop_eval_dataset(shards, spec, batch_size):
+    """The reader's evaluation before it decoded each frame once: a decode per crop."""
+    def cut(serialized):
+        video = schema.parse_video_example(serialized)
+        frames = video[schema.IMAGE_ENCODED]
+        height = tf.cast(video[schema.HEIGHT], tf.int32)
+        width = tf.cast(video[schema.WIDTH], tf.int32)
+        indices = reader.even_clip_indices(tf.shape(frames)[0], spec.num_frames,
+                                           spec.frame_step, spec.num_clips)
+        windows = reader.square_crop_windows(height, width, spec.num_crops,
+                                             spec.eval_side(height, width))
+        return tf.stack([reader.decode_clip(frames, indices[c], windows[k], spec.image_size)
+                         for c in range(spec.num_clips) for k in range(spec.num_crops)])
+
+    return (read_records(shards, False)
+            .map(cut, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
 def source_paths(manifest, split, records_dir):
     """The source video of each record of a split, for the generator."""
     source = sources.open_source(manifest["source"])
@@ -178,6 +279,11 @@ def main(argv=None):
     parser.add_argument("--samples_per_video", type=int, default=1,
                         help="the reader's training clips per video read (repeated "
                              "augmentation; default: 1)")
+    parser.add_argument("--mode", choices=("train", "eval"), default="train",
+                        help="training clips, or --eval_clips x --eval_crops evaluation "
+                             "views a video (default: train)")
+    parser.add_argument("--eval_clips", type=int, default=10)
+    parser.add_argument("--eval_crops", type=int, choices=(1, 3), default=3)
     parser.add_argument("--seconds", type=float, default=5.0,
                         help="length of one timing (default: 5.0)")
     parser.add_argument("--warmup", type=float, default=2.0,
@@ -196,21 +302,58 @@ def main(argv=None):
                "batch_size": args.batch_size,
                "cores": os.cpu_count(), "records": args.records}
 
-    spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
-                           image_size=args.image_size, training=True,
-                           crop_scale=None if args.crop == "random" else (0.4, 1.0),
-                           flip=args.cpu_flip, samples_per_video=args.samples_per_video)
-    dataset = reader.make_dataset(args.records, args.split, spec, batch_size=args.batch_size,
-                                  repeat=True)
+    figures["mode"] = args.mode
+    crop_scale = None if args.crop == "random" else (0.4, 1.0)
     num_videos = manifest["splits"][args.split]["num_videos"]
-    limit = decode_only_dataset(
-        clip_jpegs(shards, num_videos, args.num_frames, args.frame_step), args.batch_size)
-    medians, timings = alternating_medians({"reader": dataset, "decode_limit": limit},
-                                           args.batch_size, args.seconds, args.rounds,
-                                           args.warmup)
+    batch = args.batch_size
+    if args.mode == "train":
+        spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
+                               image_size=args.image_size, training=True,
+                               crop_scale=crop_scale, flip=args.cpu_flip,
+                               samples_per_video=args.samples_per_video)
+        pipelines = {
+            "reader": (reader.make_dataset(args.records, args.split, spec, batch_size=batch,
+                                           repeat=True), batch),
+            "minimal": (minimal_dataset(shards, args), batch),
+            "decode_limit": (decode_only_dataset(
+                clip_jpegs(shards, num_videos, args.num_frames, args.frame_step), batch), batch),
+        }
+    else:
+        spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
+                               image_size=args.image_size, crop_scale=crop_scale,
+                               num_clips=args.eval_clips, num_crops=args.eval_crops)
+        pipelines = {
+            "reader": (reader.make_dataset(args.records, args.split, spec, batch_size=batch,
+                                           repeat=True), batch),
+            "per_crop": (per_crop_eval_dataset(shards, spec, batch), batch),
+            # Every clip position's frames decoded whole, once: the evaluation's limit.
+            "decode_limit": (decode_only_dataset(eval_clip_jpegs(
+                shards, args.num_frames, args.frame_step, args.eval_clips), batch),
+                batch * args.eval_crops),
+        }
+    garden = model_garden_dataset(shards, args, manifest, args.mode == "train")
+    if garden:
+        dataset, videos = garden
+        views = 1 if args.mode == "train" else args.eval_clips * args.eval_crops
+        pipelines["model_garden"] = (dataset, videos * views)
+    medians, timings = alternating_medians(pipelines, args.seconds, args.rounds, args.warmup)
     figures.update(medians)
-    print(f"reader:    {figures['reader']:8.1f} clips/s (median of {args.rounds} timings)")
-    print(f"limit:     {figures['decode_limit']:8.1f} clips/s (JPEG decode only, all cores)")
+    figures.setdefault("model_garden", None)
+    for name in pipelines:
+        print(f"{name:13s} {figures[name]:8.1f} clips/s (median of {args.rounds} timings)")
+    if not garden:
+        print("model_garden: skipped, `official` (tf-models-official) does not import")
+    for name in ("reader", "minimal", "model_garden", "per_crop"):
+        if name != "reader" and figures.get(name):
+            figures[f"reader_over_{name}"] = figures["reader"] / figures[name]
+            print(f"reader / {name} = {figures[f'reader_over_{name}']:.2f}x")
+    if args.mode == "eval":
+        figures.update(timings)
+        figures["reader_over_limit"] = figures["reader"] / figures["decode_limit"]
+        print(f"reader / limit     = {figures['reader_over_limit']:.1%}")
+        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                          for k, v in figures.items()}))
+        return
     # Last: pipelines timed after the generator ran slower (BENCHMARKS.md).
     if os.path.isdir(manifest["source"]):
         paths, labels = source_paths(manifest, args.split, args.records)

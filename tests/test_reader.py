@@ -255,6 +255,9 @@ def test_bad_requests_say_what_is_wrong(records, tmp_path):
         reader.make_dataset(records, "val", spec, **kwargs)
     with pytest.raises(manifest_lib.ManifestError, match="no manifest.json"):
         reader.make_dataset(tmp_path, "all", spec, **kwargs)
+    too_large = reader.ClipSpec(num_frames=2, image_size=64, training=True, crop_scale=None)
+    with pytest.raises(manifest_lib.ManifestError, match="do not fit the 48-pixel frames"):
+        reader.make_dataset(records, "all", too_large, **kwargs)
     copy = _copy(records, tmp_path)
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["schema_version"] = schema.SCHEMA_VERSION + 1
