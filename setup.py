@@ -18,7 +18,10 @@ REQUIRED = [
     "tensorflow>=2.16",
     "keras>=3.3",
     "apache-beam[tfrecord]>=2.55",
-    "opencv-python>=4.8",
+    # The headless build of the same project (opencv/opencv-python, same versions):
+    # the GUI build links libGL.so.1, which slim images such as Dataflow's workers
+    # lack (opencv/opencv-python#370); decoding and JPEG encoding are the same.
+    "opencv-python-headless>=4.8",
     "remotezip>=0.12",
     "einops>=0.7",
     "tqdm>=4.60",
@@ -37,5 +40,9 @@ setuptools.setup(
     py_modules=["train"],
     python_requires=">=3.10",
     install_requires=REQUIRED,
-    extras_require={"test": ["pytest>=7"], "gcp": ["apache-beam[gcp]>=2.55"]},
+    extras_require={
+        "test": ["pytest>=7"],
+        "gcp": ["apache-beam[gcp]>=2.55"],  # gs:// paths and the DataflowRunner
+        "gpu": ["tensorflow[and-cuda]>=2.16"],  # TensorFlow with the CUDA libraries it needs
+    },
 )

@@ -22,7 +22,7 @@ import warnings
 
 # Light imports only: TensorFlow loads after the command line is checked and
 # the environment it reads at import is set (see main).
-from model import MODEL_NAMES, PRECISIONS, STRATEGIES
+from model import MODEL_NAMES, PRECISIONS, STRATEGIES, quiet_tensorflow_logs
 from preprocess.errors import UserError
 
 # -----------------------------------------------------------------------------
@@ -43,18 +43,45 @@ PRESETS = {
                         batch_size=32, epochs=45, optimizer="sgd", learning_rate=0.05,
                         schedule="cosine", warmup_epochs=5, weight_decay=1e-4,
                         label_smoothing=0.1, dropout=0.5, eval_clips=10, eval_crops=3),
-    # R(2+1)D-18 fine-tuned from torchvision's Kinetics-400 weights (pass them with
-    # --init_from r2plus1d_18-91a641e6.pth): the clips the weights were trained on
-    # (16x112x112, Kinetics normalisation inside the model), a small SGD rate with a
-    # short warm-up and few epochs, as published fine-tuning recipes do: VMZ's
-    # finetune_ucf101.sh (R(2+1)D from Kinetics: a rate 100x below its Kinetics
-    # training, a few epochs, strong weight decay) and the video self-supervision
-    # repos' R(2+1)D-18 UCF101 fine-tuning (SGD 0.01, momentum 0.9, decay 5e-4).
-    "r2plus1d_18_kinetics": dict(model="r2plus1d_18", num_frames=16, frame_step=2,
-                                 image_size=112, crop="random", batch_size=32, epochs=15,
-                                 optimizer="sgd", learning_rate=0.01, schedule="cosine",
-                                 warmup_epochs=1, weight_decay=5e-4, label_smoothing=0.1,
-                                 dropout=0.5, flip=True, eval_clips=10, eval_crops=3),
+    # R(2+1)D-18 fine-tuned from torchvision's Kinetics-400 weights (downloaded once
+    # by name): the clips the weights were trained on (16x112x112, Kinetics
+    # normalisation inside the model), a small SGD rate with a short warm-up and few
+    # epochs, as published fine-tuning recipes do: VMZ's finetune_ucf101.sh
+    # (R(2+1)D from Kinetics: a rate 100x below its Kinetics training, a few epochs,
+    # strong weight decay) and the video self-supervision repos' R(2+1)D-18 UCF101
+    # fine-tuning (SGD 0.01, momentum 0.9, decay 5e-4).
+    "r2plus1d_18_kinetics": dict(model="r2plus1d_18", init_from="kinetics400", num_frames=16,
+                                 frame_step=2, image_size=112, crop="random", batch_size=32,
+                                 epochs=15, optimizer="sgd", learning_rate=0.01,
+                                 schedule="cosine", warmup_epochs=1, weight_decay=5e-4,
+                                 label_smoothing=0.1, dropout=0.5, flip=True, eval_clips=10,
+                                 eval_crops=3),
+    # R(2+1)D-34 fine-tuned from IG-65M then Kinetics-400 (the strongest public
+    # R(2+1)D weights: 80.0% Kinetics video top-1 at 32 frames, VMZ's
+    # c2/tutorials/model_zoo.md), trained and evaluated on the 32-frame clips the
+    # weights saw. The recipe is VMZ's UCF101 fine-tuning of R(2+1)D-34 at 32 frames
+    # (c2/scripts/finetune_ucf101.sh with c2/tools/train_net.py's defaults):
+    # consecutive frames (sampling rate 1), 112 crops of 128x171 frames, Nesterov
+    # SGD with momentum 0.9, no dropout, no label smoothing, 4 clips a GPU at a rate
+    # of 1e-4 a GPU (train_net.py multiplies it by the GPU count: on its 8 GPUs,
+    # 8e-4 for 32 clips; pass --learning_rate 8e-4 when mirroring over 8). Its L2
+    # decay of 5e-3 becomes a decoupled decay of 5e-2 (L2's pull builds up
+    # 1/(1-0.9) times through the momentum). VMZ runs 8 x 100k clips with the rate
+    # cut 10x every 200k; here 20 passes over UCF101's 9.5k training videos (~190k
+    # clips, its first step at full rate), with a cosine decay in place of its later,
+    # 10-1000x smaller rates. Evaluation: 10 clips x 3 crops a video.
+    "r2plus1d_34_ig65m": dict(model="r2plus1d_34", init_from="ig65m_kinetics400", num_frames=32,
+                              frame_step=1, image_size=112, crop="random", batch_size=4,
+                              epochs=20, optimizer="sgd", learning_rate=1e-4,
+                              schedule="cosine", weight_decay=5e-2, flip=True, eval_clips=10,
+                              eval_crops=3),
+    # The same from the 8-frame weights (74.9% Kinetics video top-1): 16 clips a GPU
+    # in the memory of 4 of 32 frames, at the rate VMZ's recipe gives 16 clips (4e-4).
+    "r2plus1d_34_ig65m_clip8": dict(model="r2plus1d_34", init_from="ig65m_kinetics400_clip8",
+                                    num_frames=8, frame_step=1, image_size=112, crop="random",
+                                    batch_size=16, epochs=20, optimizer="sgd",
+                                    learning_rate=4e-4, schedule="cosine", weight_decay=5e-2,
+                                    flip=True, eval_clips=10, eval_crops=3),
     # The one-command demo: a narrow R(2+1)D-10 that learns motion in minutes on a CPU.
     # Its classes include left against right, so no flips. Precise BN over 10
     # batches (80 clips) instead of a whole pass (30): a third of its cost an epoch.
@@ -91,8 +118,8 @@ BASE = dict(
     skip_corrupt=False,
     precise_bn_batches=200,   # training batches that re-estimate BatchNorm statistics
     eval_checkpoint="last",   # the model evaluated and exported: last, or best on val
-    init_from=None,           # weights to start from: torchvision .pth, .keras, run folder
-    bn_epsilon=None,          # None: 1e-3, or PyTorch's 1e-5 with torchvision weights
+    init_from=None,           # weights to start from: a name of model.weights, .pth, .keras, run
+    bn_epsilon=None,          # None: 1e-3, or the weights' own (1e-5 torchvision, 1e-3 IG-65M)
 )
 class TrainError(UserError):
     """A request the trainer cannot carry out; the message says what to fix."""
@@ -141,12 +168,16 @@ def build_parser():
     add("--model", choices=MODEL_NAMES, help="which network")
     add("--width_multiplier", type=float, help="scales R(2+1)D channel counts")
     add("--dropout", type=float, help="dropout before the logits (R(2+1)D)")
-    add("--init_from", help="start from these weights: a torchvision R(2+1)D checkpoint "
-        "(.pth, read without PyTorch), a .keras file or a run folder of ours; the "
-        "classifier is new when the class count differs. A resumed run continues from "
-        "its own checkpoint instead")
-    add("--bn_epsilon", type=float, help="BatchNorm epsilon of R(2+1)D (IG-65M's "
-        "converted weights want 1e-3); None is 1e-3, or 1e-5 with torchvision weights")
+    from model.weights import NAMED_WEIGHTS
+    add("--init_from", help="start from these weights: published ones by name ("
+        f"{', '.join(NAMED_WEIGHTS)}; downloaded once into Keras's cache, $KERAS_HOME, and "
+        "checked against their hash), a torchvision-layout R(2+1)D checkpoint (.pth, read "
+        "without PyTorch), a .keras file or a run folder of ours; the classifier is new "
+        "when the class count differs. A resumed run continues from its own checkpoint "
+        "instead")
+    add("--bn_epsilon", type=float, help="BatchNorm epsilon of R(2+1)D; None is 1e-3, or "
+        "the weights' own with --init_from's PyTorch weights (1e-3 for IG-65M's, 1e-5 for "
+        "torchvision's and other files)")
     add("--num_frames", type=int, help="frames per clip")
     add("--frame_step", type=int, help="stored frames between clip frames")
     add("--step_jitter", type=int, help="training frame step varies by up to this")
@@ -218,6 +249,14 @@ def resolve_config(argv):
 
 def check_config(config):
     """Every value and combination, before any work: one `TrainError` naming the fix."""
+    from model import weights as named_weights
+    # Named weights fix their network: a --model that does not fit is refused
+    # here, before TensorFlow loads and before any download.
+    named = named_weights.lookup(config["init_from"]) is not None
+    misfit = named_weights.mismatch(config["init_from"], config["model"])
+    if misfit:
+        presets = [p for p, v in PRESETS.items() if v.get("init_from") == config["init_from"]]
+        misfit = f"--init_from {misfit}" + (f" (or --preset {presets[0]})" if presets else "")
     rules = [
         (config["num_frames"] >= 1 and config["frame_step"] >= 1
          and config["batch_size"] >= 1 and config["image_size"] >= 1,
@@ -246,6 +285,10 @@ def check_config(config):
                                            and config["dropout"] == 0.0),
          "the tutorial model has a fixed width and no dropout; drop --width_multiplier "
          "and --dropout or choose an r2plus1d --model"),
+        (misfit is None, misfit),
+        (not named or config["width_multiplier"] == 1.0,
+         f"--init_from {config['init_from']} fixes the network's width; drop "
+         "--width_multiplier"),
         (config["model"] != "tutorial" or config["init_from"] is None
          or os.path.isdir(config["init_from"]) or config["init_from"].endswith(".keras"),
          "PyTorch weights do not fit the tutorial model; give --init_from a run folder "
@@ -271,7 +314,7 @@ def main(argv=None):
     # Must precede TensorFlow's import: quiet C++ logs; and oneDNN's bf16 Conv3D
     # CPU kernels give NaN gradients for some shapes (TF 2.21), so bf16 on a
     # CPU-only machine runs TensorFlow's own kernels.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_logs()
     if config["precision"] == "mixed_bfloat16" and not _has_accelerator_hint():
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     try:
@@ -324,16 +367,11 @@ def run(config):
     """Trains, evaluates and exports one run; returns its metrics (None on a non-chief worker)."""
     # Keras warns whenever a finite dataset ends, which validation sets do by design.
     warnings.filterwarnings("ignore", message="Your input ran out of data")
-    import keras
-    import tensorflow as tf
-
-    from model import export, multi_worker, run_dir, training
-    from model.precision import check_gpu_visible, describe_devices, set_precision
+    from model import export, multi_worker, run_dir
+    from model.precision import check_gpu_visible
     from preprocess.reader import ClipSpec
 
-    # -------------------------------------------------------------------------
-    # Check everything before any work: devices, cluster, records, run folder.
-    # -------------------------------------------------------------------------
+    # --- Check everything before any work: devices, cluster, records, run folder.
     check_gpu_visible(config["allow_cpu"])
     cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
     manifest, val_split, test_split = check_records(config, cluster)
@@ -349,57 +387,43 @@ def run(config):
         check_init_from(config)
     strategy = make_strategy(config, cluster)
 
-    # -------------------------------------------------------------------------
-    # Precision, seeds, batch.
-    # -------------------------------------------------------------------------
+    # --- Precision, seeds, batch.
     replicas = strategy.num_replicas_in_sync
-    policy = set_precision(config["precision"], replicas)
-    keras.utils.set_random_seed(config["seed"])
-    if config["deterministic"]:
-        tf.config.experimental.enable_op_determinism()
+    policy = set_numerics(config, replicas)
     if done:
         print(f"train: resuming {folder.path} from epoch {done} of {config['epochs']}",
               flush=True)
 
-    # -------------------------------------------------------------------------
-    # Data: clips are cut from the records at read time, by each fit.
-    # -------------------------------------------------------------------------
+    # --- Data: clips are cut from the records at read time, by each fit.
     class_names = manifest["classes"]
     plan = Plan(config, folder, cluster, ClipSpec.for_run(config), val_split,
                 len(class_names), config["batch_size"] * replicas, done,
                 manifest["splits"][config["train_split"]]["num_videos"])
 
-    # -------------------------------------------------------------------------
-    # Model and compile, under the strategy's scope.
-    # -------------------------------------------------------------------------
+    # --- Model and compile, under the strategy's scope.
     with strategy.scope():
         network = compile_network(make_network(config, len(class_names), folder), config,
                                   plan.steps)
-    print(f"train: {config['model']} ({network.count_params():,} parameters) on "
-          f"{describe_devices()}: {policy}, {type(strategy).__name__} with {replicas} "
-          f"replica(s), global batch {plan.global_batch}, {plan.steps} steps per epoch",
-          flush=True)
+    announce(config, network, policy, strategy, plan)
     if chief:
         record_run(folder, config, identity, done, policy=policy, replicas=replicas,
                    global_batch=plan.global_batch, classes=class_names,
                    views=plan.specs[2].views, manifest=run_dir.manifest_summary(manifest))
         folder.write_architecture(network)
 
-    # -------------------------------------------------------------------------
-    # Fit: Keras's fit on one machine, our loop across machines.
-    # -------------------------------------------------------------------------
+    # --- Fit: Keras's fit on one machine, our loop across machines.
     fit = fit_across_workers if cluster else fit_one_machine
     fitted = fit(network, strategy, plan)
     if not chief:
         return None
 
-    # -------------------------------------------------------------------------
-    # Evaluate (several clips per test video, averaged), export, report; the
-    # metrics come last, since they mark the run complete.
-    # -------------------------------------------------------------------------
+    # --- Evaluate (several clips per test video, averaged), export, report; the metrics come last, since they mark the run complete.
     network, evaluated = model_to_evaluate(fitted, config, folder)
+    # On the model the strategy built, every replica evaluates; a model read back
+    # from a checkpoint, outside the strategy, evaluates on one device.
     report, confusion = evaluate(network, config, plan.specs[2], test_split, class_names,
-                                 plan.global_batch)
+                                 strategy if network is fitted.network and not cluster
+                                 else None)
     export.export_model(network, folder, class_names, config["num_frames"],
                         config["image_size"])
     metrics = write_reports(folder, test_split, report, confusion, class_names,
@@ -463,6 +487,28 @@ def report_complete(folder):
     return metrics
 
 
+def set_numerics(config, replicas):
+    """The dtype policy, seeds and determinism; returns the policy's name."""
+    import keras
+    import tensorflow as tf
+
+    from model.precision import set_precision
+    policy = set_precision(config["precision"], replicas)
+    keras.utils.set_random_seed(config["seed"])
+    if config["deterministic"]:
+        tf.config.experimental.enable_op_determinism()
+    return policy
+
+
+def announce(config, network, policy, strategy, plan):
+    """One line naming the model, the devices, the precision and the strategy chosen."""
+    from model.precision import describe_devices
+    print(f"train: {config['model']} ({network.count_params():,} parameters) on "
+          f"{describe_devices()}: {policy}, {type(strategy).__name__} with "
+          f"{strategy.num_replicas_in_sync} replica(s), global batch {plan.global_batch}, "
+          f"{plan.steps} steps per epoch", flush=True)
+
+
 def check_init_from(config):
     """The --init_from file or folder exists and is of a kind we read, before any work."""
     from model import pretrained
@@ -475,7 +521,7 @@ def make_strategy(config, cluster):
     if cluster is None:
         return training.make_strategy(config["strategy"])
     with multi_worker.deadline(config["collective_timeout"], cluster):
-        return multi_worker.make_strategy(config["collective_timeout"])
+        return multi_worker.make_strategy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -536,6 +582,8 @@ def training_batches(plan, batch_size, input_shard=None, for_statistics=False):
     dataset = reader.make_dataset(
         config["records"], config["train_split"], plan.specs[0], batch_size=batch_size,
         repeat=True, seed=config["seed"], reshuffle=not for_statistics,
+        # Statistics read their batches anew each time: a small buffer fills fast.
+        shuffle_buffer=64 if for_statistics else 256,
         deterministic=True if for_statistics else (config["deterministic"] or None),
         input_shard=input_shard, skip_corrupt=config["skip_corrupt"])
     return dataset.map(lambda clips, labels: (clips, tf.one_hot(labels, plan.num_classes)))
@@ -568,10 +616,9 @@ def fit_one_machine(network, strategy, plan):
     """
     from model import training
     from model.precise_bn import PreciseBatchNorm
-    del strategy  # the model was built under it; fit follows it
     precise = PreciseBatchNorm(network, training_batches(plan, plan.global_batch,
                                                          for_statistics=True),
-                               plan.bn_batches)
+                               plan.bn_batches, strategy=strategy)
     started = time.time()
     history = network.fit(training_batches(plan, plan.global_batch),
                           epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
@@ -652,7 +699,7 @@ def make_network(config, num_classes, run):
     kind = source and pretrained.source_kind(source)
     build = functools.partial(models.build_model, config["model"], num_classes,
                               config["num_frames"], config["image_size"], flip=config["flip"])
-    if kind == "torch":
+    if kind in ("named", "torch"):  # a name is downloaded once, then read from the cache
         return build(weights=source, **options)
     network = build(**options)
     if kind:
@@ -676,11 +723,11 @@ def compile_network(network, config, steps):
 def record_run(run, config, identity, resuming, **facts):
     """The resolved config next to the checkpoints, once the model is known to build."""
     from model import pretrained
-    init_sha256 = None
-    if config["init_from"]:  # which bytes the run started from, kept across resumes
-        init_sha256 = (run.read_config().get("init_from_sha256") if resuming
-                       else pretrained.sha256(config["init_from"]))
-    run.write_config(config, identity, init_from_sha256=init_sha256, **facts)
+    source = {"init_from_sha256": None}
+    if config["init_from"]:  # which bytes the run started from (and a name's URL), kept
+        source = pretrained.describe_source(config["init_from"],
+                                            run.read_config() if resuming else None)
+    run.write_config(config, identity, **source, **facts)
 
 
 def model_to_evaluate(fitted, config, run):
@@ -703,14 +750,20 @@ def model_to_evaluate(fitted, config, run):
                             "precise_bn_batches": fitted.precise_bn_batches}
 
 
-def evaluate(network, config, spec, test_split, class_names, global_batch):
-    """Multi-clip video evaluation of the test split; returns the report and confusion."""
+def evaluate(network, config, spec, test_split, class_names, strategy):
+    """Multi-clip video evaluation of the test split; returns the report and confusion.
+
+    `strategy` splits each batch of `--batch_size` clips per replica over its
+    replicas; None runs batches of `--batch_size` on one device.
+    """
     from model import evaluation
     from preprocess import reader
+    replicas = strategy.num_replicas_in_sync if strategy else 1
     eval_ds = reader.make_dataset(config["records"], test_split, spec,
-                                  batch_size=global_batch, with_video_id=True,
+                                  batch_size=config["batch_size"] * replicas,
+                                  with_video_id=True,
                                   skip_corrupt=config["skip_corrupt"])
-    clip_probs, clip_labels, video_ids = evaluation.predict_videos(network, eval_ds)
+    clip_probs, clip_labels, video_ids = evaluation.predict_videos(network, eval_ds, strategy)
     return evaluation.classification_report(clip_probs, clip_labels, video_ids, class_names)
 
 

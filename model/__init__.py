@@ -2,12 +2,19 @@
 
     from model import build_model
     model = build_model("r2plus1d_18", num_classes=101, num_frames=16, image_size=112)
+    model = build_model("r2plus1d_18", 101, 16, 112, weights="kinetics400")
 
 Importing this package is light (no TensorFlow): it names the choices a user
 makes, so a command line can be checked before TensorFlow loads. The
-networks live in `model.resnets` and `model.layers`, training parts in
-`model.training`, the run folder in `model.run_dir`.
+networks live in `model.resnets` and `model.layers` (import `model.layers`
+before `keras.saving.load_model` reads a model of ours: it registers our
+layers with Keras, and loads TensorFlow), published weights in
+`model.weights`, training parts in `model.training`, the run folder in
+`model.run_dir`.
 """
+
+import os
+import shutil
 
 # Blocks per stage of the paper's depths.
 R2PLUS1D_STAGES = {
@@ -26,6 +33,22 @@ VAL_ACCURACY = "val_" + ACCURACY
 VAL_TOP_K_ACCURACY = "val_" + TOP_K_ACCURACY
 
 
+def nvidia_driver_present():
+    """Whether this machine has an NVIDIA driver, whatever TensorFlow sees (no TensorFlow)."""
+    return bool(shutil.which("nvidia-smi")) or os.path.exists("/proc/driver/nvidia")
+
+
+def quiet_tensorflow_logs():
+    """Hides TensorFlow's C++ notices and warnings; call before TensorFlow loads.
+
+    On a machine without an NVIDIA driver its errors too: there TensorFlow's
+    CUDA probe logs "failed call to cuInit" as an error on every start, and
+    the real errors of a CPU run reach Python as exceptions anyway. A
+    TF_CPP_MIN_LOG_LEVEL already set wins.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia_driver_present() else "3")
+
+
 def top_k(num_classes):
     """The k of the top-k accuracy: 5, or every class when there are fewer."""
     return min(5, num_classes)
@@ -42,14 +65,17 @@ def build_model(name, num_classes, num_frames=None, image_size=None, flip=False,
         image_size: frame side (the tutorial's network needs it).
         flip: random horizontal flips in training, as the model's first layer,
             so they run on the accelerator. Defaults to False.
-        weights: a torchvision R(2+1)D checkpoint (`.pth`, read without
-            PyTorch) to take the architecture's channel counts and weights
-            from, as keras.applications' `weights=`; None for fresh weights.
-            The classifier is kept when `num_classes` matches the
-            checkpoint's. Defaults to None.
+        weights: as keras.applications' `weights=`: a name of
+            `model.weights.NAMED_WEIGHTS` (`"kinetics400"`, `"ig65m_kinetics400"`,
+            ...: downloaded once into Keras's cache and checked against its
+            published hash), or the path of a torchvision-layout R(2+1)D
+            checkpoint (`.pth`, read without PyTorch); None for fresh
+            weights. The channel counts, BatchNorm epsilon and input
+            normalisation come with the weights; the classifier is kept when
+            `num_classes` matches theirs. Defaults to None.
         **options: `width_multiplier`, `dropout`, `bn_momentum`, `bn_epsilon`
-            for the R(2+1)D networks (`bn_epsilon` defaults to PyTorch's 1e-5
-            with `weights`).
+            for the R(2+1)D networks (with `weights`, `bn_epsilon` overrides
+            the weights' own: 1e-3 for IG-65M's, else PyTorch's 1e-5).
 
     Returns:
         A `keras.Model` from uint8 clips `[batch, frames, size, size, 3]` to

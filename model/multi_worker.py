@@ -15,7 +15,7 @@ Workers find each other through `TF_CONFIG`. The chief (task `chief`, or
 `worker` 0 without one) writes the run folder; the other workers write what
 the protocol needs into temporary folders and remove them. A worker that
 cannot reach its peers stops with a message instead of hanging: a watchdog
-process while joining, collective timeouts after.
+process while joining, TensorFlow's peer health checks after.
 """
 
 import contextlib
@@ -109,10 +109,16 @@ def deadline(seconds, cluster):
         watchdog.wait()
 
 
-def make_strategy(timeout_seconds):
-    """MultiWorkerMirroredStrategy whose collectives give up after `timeout_seconds`."""
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_seconds)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+def make_strategy():
+    """MultiWorkerMirroredStrategy with TensorFlow's own peer health checks.
+
+    No collective timeout: TensorFlow makes a thread per collective for it
+    and documents it as a debugging aid. A peer that dies mid-run is found by
+    the strategy's health check (a ping every 30 s), which aborts the
+    collectives with an error that `PEER_ERRORS` names; joining is watched by
+    `deadline`.
+    """
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 @contextlib.contextmanager
@@ -169,12 +175,14 @@ class CustomLoop:
     def _replica_step(self, clips, labels):
         loss, gradients, logits = self._gradients(clips, labels)
         self.network.optimizer.apply(gradients, self.network.trainable_variables)
-        return (loss, *hits(labels, tf.cast(logits, tf.float32), self.top_k),
-                tf.cast(tf.shape(labels)[0], tf.float32))
+        # One vector, so that the step's figures cross the workers in one collective.
+        return tf.stack([tf.cast(loss, tf.float32),
+                         *hits(labels, tf.cast(logits, tf.float32), self.top_k),
+                         tf.cast(tf.shape(labels)[0], tf.float32)])
 
     def _distributed_step(self, iterator):
         values = self.strategy.run(self._replica_step, args=next(iterator))
-        return [self.strategy.reduce("SUM", value, axis=None) for value in values]
+        return self.strategy.reduce("SUM", values, axis=None)
 
     def _distributed_sync(self):
         floats = [v for v in self.network.non_trainable_variables if "float" in str(v.dtype)]
@@ -224,7 +232,7 @@ class CustomLoop:
             totals = np.zeros(4)
             for step in range(steps):
                 callbacks.on_train_batch_begin(step)
-                values = np.array([float(v) for v in self._step(iterator)])
+                values = self._step(iterator).numpy().astype(np.float64)
                 totals += values
                 callbacks.on_train_batch_end(step, {"loss": values[0]})
             # Each worker's BatchNorm averages saw only its own batches; their

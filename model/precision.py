@@ -7,22 +7,16 @@ float32.
 """
 
 import os
-import shutil
 
 import keras
 import tensorflow as tf
 
-from model import PRECISIONS
+from model import PRECISIONS, nvidia_driver_present
 from preprocess.errors import UserError
 
 
 class DeviceError(UserError):
     """A device or precision request this machine or strategy cannot honour."""
-
-
-def nvidia_driver_present():
-    """Whether this machine has an NVIDIA driver, whatever TensorFlow sees."""
-    return bool(shutil.which("nvidia-smi")) or os.path.exists("/proc/driver/nvidia")
 
 
 def visible_gpus():

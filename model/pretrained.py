@@ -1,34 +1,33 @@
-"""Starting from trained weights: torchvision's R(2+1)D checkpoints, `.keras` files, run folders.
+"""Starting from trained weights: published R(2+1)D weights, `.keras` files, run folders.
 
+    model = build_model("r2plus1d_18", 101, 16, 112, weights="kinetics400")
     model = build_model("r2plus1d_18", 101, 16, 112, weights="r2plus1d_18-91a641e6.pth")
 
 torchvision's video ResNets (`VideoResNet` with the R(2+1)D stem) map onto
 `model.resnets.r2plus1d` layer for layer; `torchvision_table` is that map, as
 data. Channel counts come from the checkpoint's shapes, so other members of
-the family (R(2+1)D-34, with its own mid channels) load too. The model then
-pads like PyTorch, uses the checkpoint's BatchNorm epsilon and statistics, and
-normalises its uint8 input with Kinetics-400's mean and deviation inside, so
-it computes what torchvision computes.
+the family (IG-65M's R(2+1)D-34, with its own mid channels) load too. The
+model then pads like PyTorch, uses the weights' BatchNorm epsilon and
+statistics, and normalises its uint8 input inside as the weights expect, so
+it computes what their PyTorch network computes. Named weights
+(`model.weights`) say their epsilon and normalisation themselves; a file of
+another name is taken to be torchvision's (epsilon 1e-5, Kinetics statistics).
 """
 
-import hashlib
 import os
 import re
 
 import numpy as np
 
 from model import R2PLUS1D_STAGES, torch_checkpoint
+from model import weights as named_weights
 from model.run_dir import RunDir
-from preprocess.errors import UserError
+from model.weights import WeightsError  # noqa: F401  raised here too, one class for both
 
 # torchvision's own BatchNorm epsilon; IG-65M's converted Caffe2 weights use 1e-3.
 TORCH_BN_EPSILON = 1e-5
 # What a torchvision R(2+1)D state dict opens with: the (1, 7, 7) spatial stem.
 _STEM_SPATIAL = "stem.0.weight"
-
-
-class WeightsError(UserError):
-    """Weights that do not fit the model asked for."""
 
 
 def torchvision_table(stages, has_shortcut=lambda stage, block: stage > 1 and block == 0):
@@ -104,34 +103,81 @@ def _require(state, key, path):
     return state[key]
 
 
-def build_from_torchvision(name, num_classes, num_frames, image_size, path,
-                           bn_epsilon=TORCH_BN_EPSILON, **options):
-    """An R(2+1)D whose architecture and weights come from a torchvision checkpoint.
+def build_from_torchvision(name, num_classes, num_frames, image_size, weights, **options):
+    """An R(2+1)D whose architecture and weights come from a torchvision-layout checkpoint.
+
+    Args:
+        weights: a name of `model.weights.NAMED_WEIGHTS` (fetched once into
+            Keras's cache) or the path of a `.pth` file.
+        **options: as `model.resnets.r2plus1d` takes them; `bn_epsilon`
+            overrides the weights' own.
 
     The classifier is kept when `num_classes` matches the checkpoint's, else
     it is a fresh one; a line on stdout says which.
     """
     from model import resnets
+    fixed_width = WeightsError("pretrained weights fix the width; drop --width_multiplier")
+    scaled = options.pop("width_multiplier", 1.0) != 1.0
+    if named_weights.mismatch(weights, name):  # refused before any download
+        raise WeightsError(named_weights.mismatch(weights, name))
+    if scaled and named_weights.lookup(weights):
+        raise fixed_width
+    label, path, entry = resolve(weights)
+    bn_epsilon = options.pop("bn_epsilon", entry.bn_epsilon if entry else TORCH_BN_EPSILON)
     state = torch_checkpoint.load_state_dict(path)
+    if scaled:  # a file that is no checkpoint says so first
+        raise fixed_width
     stages, widths, source_classes = torchvision_architecture(state, path)
     if R2PLUS1D_STAGES.get(name) != stages:
         named = [n for n, s in R2PLUS1D_STAGES.items() if s == stages]
         raise WeightsError(f"{path} holds a network of {stages} blocks per stage"
                            f"{' (' + named[0] + ')' if named else ''}, not {name}; "
                            f"choose --model {named[0] if named else 'to match it'}")
-    if options.pop("width_multiplier", 1.0) != 1.0:
-        raise WeightsError("pretrained weights fix the width; drop --width_multiplier")
     model = resnets.r2plus1d(num_classes, stages, num_frames=num_frames,
                              image_size=image_size, bn_epsilon=bn_epsilon,
-                             input_stats=(resnets.KINETICS_MEAN, resnets.KINETICS_STD),
+                             input_stats=input_stats(entry.normalisation if entry else "kinetics"),
                              widths=widths, padding="symmetric", name=name, **options)
     keep_head = source_classes == num_classes
     load_torchvision_state(model, state, stages, keep_head=keep_head, path=path)
-    print(f"weights: {name} from {path}; "
+    trained_on = f", trained on {entry.num_frames}-frame clips" if entry else ""
+    print(f"weights: {name} from {label}{trained_on}, BatchNorm epsilon {bn_epsilon:g}; "
           + (f"its {source_classes}-class classifier kept" if keep_head else
              f"a new {num_classes}-class classifier (the checkpoint has "
              f"{source_classes} classes)"), flush=True)
     return model
+
+
+def input_stats(normalisation):
+    """A `normalisation` of `model.weights` as `resnets.r2plus1d`'s `input_stats`."""
+    from model import resnets
+    return {"kinetics": (resnets.KINETICS_MEAN, resnets.KINETICS_STD)}[normalisation]
+
+
+def resolve(weights):
+    """`(label, local path, NamedWeights or None)` of a name or a `.pth` path.
+
+    A name is fetched (downloaded once); a path whose file name is a
+    published one is checked against that file's hash, since its epsilon and
+    normalisation are taken from the name (and a file that is not its
+    network's is refused further on, by its shapes).
+    """
+    entry = named_weights.lookup(weights)
+    if entry is not None:
+        path, _ = named_weights.fetch(str(weights))
+        return str(weights), path, entry
+    if not os.path.isfile(weights):
+        raise WeightsError(f"weights {weights} are neither a file nor published weights "
+                           f"({', '.join(named_weights.NAMED_WEIGHTS)})")
+    name, entry = named_weights.for_file(weights)
+    if entry is not None:
+        digest = named_weights.sha256(weights)
+        if not digest.startswith(entry.sha256):
+            raise WeightsError(f"{weights} has the name of {name}'s file but not its bytes "
+                               f"(sha256 {digest[:16]}..., published {entry.sha256}); "
+                               f"download {entry.url} again, or rename the file if it is "
+                               "another checkpoint")
+        return f"{weights} ({name})", str(weights), entry
+    return str(weights), str(weights), None
 
 
 def load_torchvision_state(model, state, stages, keep_head=True, path="the checkpoint"):
@@ -201,26 +247,41 @@ def _to_keras(value, kind, param):
 # --init_from: whatever a user points at, into the model a run builds.
 # -----------------------------------------------------------------------------
 
-def source_kind(path):
-    """`run` (a folder of ours), `keras` (a `.keras` file) or `torch` (anything else)."""
-    path = str(path)
+def source_kind(source):
+    """`named` (a name of `model.weights`), `run` (a folder of ours), `keras` (a `.keras`
+    file) or `torch` (any other file)."""
+    if named_weights.lookup(source) is not None:
+        return "named"
+    path = str(source)
     if os.path.isdir(path):
         return "run"
     if not os.path.isfile(path):
-        raise WeightsError(f"--init_from {path} does not exist; give a run folder, a "
-                           ".keras file or a PyTorch checkpoint")
+        raise WeightsError(f"--init_from {path} does not exist; give a run folder, a .keras "
+                           "file, a PyTorch checkpoint or one of the named weights: "
+                           f"{', '.join(named_weights.NAMED_WEIGHTS)}")
     return "keras" if path.endswith(".keras") else "torch"
+
+
+def describe_source(source, resuming_from=None):
+    """What config.json records of an --init_from: its sha256, and a name's URL and file.
+
+    `resuming_from`: the facts an earlier launch of the run recorded, kept as
+    they are (the source is not read again).
+    """
+    if resuming_from is not None:
+        return {k: v for k, v in resuming_from.items() if k.startswith("init_from_")}
+    entry = named_weights.lookup(source)
+    if entry is None:
+        return {"init_from_sha256": sha256(source)}
+    path, digest = named_weights.fetch(source)  # in the cache: checked, not downloaded
+    return {"init_from_url": entry.url, "init_from_file": path, "init_from_sha256": digest}
 
 
 def sha256(path):
     """The file's SHA-256 (a run folder's: its `model.keras`'s), for config.json."""
     if os.path.isdir(path):
         path = RunDir(path).model
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return named_weights.sha256(path)
 
 
 def load_keras_source(path):

@@ -1,11 +1,14 @@
-"""The job as remote runners get it: the staged source distribution, and Beam's portable path."""
+"""The job as remote runners get it: the staged source distribution, its requirements, and Beam's
+portable path."""
 
 import json
 import os
 import pathlib
+import re
 import site
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -69,3 +72,32 @@ def test_a_job_through_beams_portable_runner(synthetic_dir, tmp_path):
     ids = [video["video_id"] for video in read_split(out, "all")]
     assert len(ids) == len(set(ids)) == VIDEOS
     assert sorted(os.listdir(out)) == ["all", "failures.jsonl", "manifest.json"]
+
+
+def test_setup_names_opencvs_headless_build_and_a_gpu_extra():
+    from distutils.core import run_setup  # setuptools' copy
+
+    dist = run_setup(str(REPO / "setup.py"), stop_after="init")
+    names = [re.split(r"[<>=\[ ;]", requirement)[0] for requirement in dist.install_requires]
+    # Dataflow's slim worker images have no libGL.so.1, which the GUI build links.
+    assert "opencv-python-headless" in names and "opencv-python" not in names
+    assert dist.extras_require["gpu"] == ["tensorflow[and-cuda]>=2.16"]
+
+
+def test_the_installed_opencv_loads_no_libgl():
+    installed = set()
+    for name in ("opencv-python", "opencv-python-headless"):
+        try:
+            metadata.version(name)
+            installed.add(name)
+        except metadata.PackageNotFoundError:
+            pass
+    if installed != {"opencv-python-headless"}:
+        pytest.skip(f"this environment has {sorted(installed)}; bash scripts/env.sh installs "
+                    "the headless build alone")
+    code = ("import cv2, numpy as np\n"
+            "assert cv2.imencode('.jpg', np.zeros((8, 8, 3), np.uint8))[0]\n"
+            "print(any('libGL' in line for line in open('/proc/self/maps')))\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

@@ -470,3 +470,24 @@ def test_two_replicas_train_evaluate_and_export_like_one_device(records, tmp_pat
     report, _ = evaluation.classification_report(
         *evaluation.predict_videos(model, dataset), ["Grow", "SlideRight"])
     assert report == metrics["test"]
+
+
+def test_precise_statistics_depend_only_on_the_seed_and_weights(records):
+    # A resumed run recomputes its statistics on a new dataset object in a new
+    # process: they must be those of an uninterrupted run, bit for bit.
+    from model.precise_bn import PreciseBatchNorm
+    config = train.resolve_config(["--records", str(records), "--output_dir", "unused",
+                                   *TRAIN_ARGS, "--batch_size", "4"])
+    spec = reader.ClipSpec.for_run(config)[0]
+    keras.utils.set_random_seed(0)
+    model = build_model("r2plus1d_10", 2, 8, 48, width_multiplier=0.25)
+
+    def statistics(seed):
+        dataset = reader.make_dataset(records, "train", spec, batch_size=4, repeat=True,
+                                      seed=seed, reshuffle=False, deterministic=True)
+        PreciseBatchNorm(model, dataset, num_batches=3)()
+        return np.concatenate([w.ravel() for w in model.get_weights()])
+
+    first = statistics(0)
+    np.testing.assert_array_equal(first, statistics(0))
+    assert not np.array_equal(first, statistics(1))
