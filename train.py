@@ -252,7 +252,8 @@ def check_config(config):
     from model import weights as named_weights
     # Named weights fix their network: a --model that does not fit is refused
     # here, before TensorFlow loads and before any download.
-    named = named_weights.lookup(config["init_from"]) is not None
+    kind = config["init_from"] and named_weights.source_kind(config["init_from"])
+    named = kind == "named"
     misfit = named_weights.mismatch(config["init_from"], config["model"])
     if misfit:
         presets = [p for p, v in PRESETS.items() if v.get("init_from") == config["init_from"]]
@@ -289,8 +290,7 @@ def check_config(config):
         (not named or config["width_multiplier"] == 1.0,
          f"--init_from {config['init_from']} fixes the network's width; drop "
          "--width_multiplier"),
-        (config["model"] != "tutorial" or config["init_from"] is None
-         or os.path.isdir(config["init_from"]) or config["init_from"].endswith(".keras"),
+        (config["model"] != "tutorial" or kind != "torch",
          "PyTorch weights do not fit the tutorial model; give --init_from a run folder "
          "or .keras file of it, or choose an r2plus1d --model"),
         (config["bn_epsilon"] is None or config["bn_epsilon"] > 0,

@@ -248,18 +248,13 @@ def _to_keras(value, kind, param):
 # -----------------------------------------------------------------------------
 
 def source_kind(source):
-    """`named` (a name of `model.weights`), `run` (a folder of ours), `keras` (a `.keras`
-    file) or `torch` (any other file)."""
-    if named_weights.lookup(source) is not None:
-        return "named"
-    path = str(source)
-    if os.path.isdir(path):
-        return "run"
-    if not os.path.isfile(path):
-        raise WeightsError(f"--init_from {path} does not exist; give a run folder, a .keras "
+    """`model.weights.source_kind` of a source that must exist: named, run, keras or torch."""
+    kind = named_weights.source_kind(source)
+    if kind == "missing":
+        raise WeightsError(f"--init_from {source} does not exist; give a run folder, a .keras "
                            "file, a PyTorch checkpoint or one of the named weights: "
                            f"{', '.join(named_weights.NAMED_WEIGHTS)}")
-    return "keras" if path.endswith(".keras") else "torch"
+    return kind
 
 
 def describe_source(source, resuming_from=None):

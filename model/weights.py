@@ -106,6 +106,23 @@ def lookup(name):
     return NAMED_WEIGHTS.get(str(name))
 
 
+def source_kind(source):
+    """What an `--init_from` is: the one place that tells, light enough for a command line.
+
+    Returns:
+        `named` (a name of `NAMED_WEIGHTS`), `run` (a folder: a run of ours),
+        `keras` (a `.keras` file), `torch` (any other file), or `missing`.
+    """
+    if lookup(source) is not None:
+        return "named"
+    path = str(source)
+    if os.path.isdir(path):
+        return "run"
+    if not os.path.isfile(path):
+        return "missing"
+    return "keras" if path.endswith(".keras") else "torch"
+
+
 def for_file(path):
     """`(name, entry)` whose published file has this file's name, or `(None, None)`.
 
