@@ -417,7 +417,8 @@ def run(config):
     if not chief:
         return None
 
-    # --- Evaluate (several clips per test video, averaged), export, report; the metrics come last, since they mark the run complete.
+    # --- Evaluate (several clips per test video, averaged), export, report: the
+    # metrics last, since they mark the run complete.
     network, evaluated = model_to_evaluate(fitted, config, folder)
     # On the model the strategy built, every replica evaluates; a model read back
     # from a checkpoint, outside the strategy, evaluates on one device.

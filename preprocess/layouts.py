@@ -306,7 +306,8 @@ def is_hmdb51_lists(lists):
         names = lists.files()
     except splits.SplitError:
         return False
-    return any(official_lists.hmdb51_list_class(name, index) for name in names for index in (1, 2, 3))
+    return any(official_lists.hmdb51_list_class(name, index)
+               for name in names for index in (1, 2, 3))
 
 
 def list_hmdb51(files, lists, split_index):
