@@ -12,7 +12,6 @@ and `model.multi_worker` drives the epochs where Keras's `fit` cannot.
 
 import argparse
 import dataclasses
-import difflib
 import functools
 import json
 import os
@@ -23,7 +22,7 @@ import warnings
 # Light imports only: TensorFlow loads after the command line is checked and
 # the environment it reads at import is set (see main).
 from model import MODEL_NAMES, PRECISIONS, STRATEGIES, quiet_tensorflow_logs
-from preprocess.errors import UserError
+from preprocess.errors import ArgumentParser, UserError
 
 # -----------------------------------------------------------------------------
 # Config: every default in one place. A preset fills in what the command line
@@ -125,22 +124,6 @@ class TrainError(UserError):
     """A request the trainer cannot carry out; the message says what to fix."""
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse without prefix matching, whose errors are one `TrainError` line.
-
-    A misspelt flag gets the closest real one suggested instead of the usage.
-    """
-
-    def error(self, message):
-        unknown = message.partition("unrecognized arguments: ")[2].split()
-        flags = [flag for action in self._actions for flag in action.option_strings]
-        for argument in unknown:
-            close = difflib.get_close_matches(argument.split("=")[0], flags, n=1)
-            hint = f"; did you mean {close[0]}?" if close else "; see --help"
-            raise TrainError(f"unknown argument {argument}{hint}")
-        raise TrainError(f"{message}; see --help")
-
-
 class DefaultsFormatter(argparse.HelpFormatter):
     """Every flag's help ends with its default, read from the one place defaults live."""
 
@@ -157,7 +140,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
 def build_parser():
     parser = ArgumentParser(
         prog="python train.py", description=__doc__.split("\n\n")[0],
-        argument_default=None, allow_abbrev=False, formatter_class=DefaultsFormatter)
+        argument_default=None, formatter_class=DefaultsFormatter)
     add = parser.add_argument
     add("--records", required=True, help="folder written by python -m preprocess")
     add("--output_dir", required=True, help="run folder: checkpoints, logs, reports, exports")
@@ -758,14 +741,10 @@ def evaluate(network, config, spec, test_split, class_names, strategy):
     replicas; None runs batches of `--batch_size` on one device.
     """
     from model import evaluation
-    from preprocess import reader
     replicas = strategy.num_replicas_in_sync if strategy else 1
-    eval_ds = reader.make_dataset(config["records"], test_split, spec,
-                                  batch_size=config["batch_size"] * replicas,
-                                  with_video_id=True,
-                                  skip_corrupt=config["skip_corrupt"])
-    clip_probs, clip_labels, video_ids = evaluation.predict_videos(network, eval_ds, strategy)
-    return evaluation.classification_report(clip_probs, clip_labels, video_ids, class_names)
+    return evaluation.evaluate_split(network, config["records"], test_split, spec, class_names,
+                                     batch_size=config["batch_size"] * replicas,
+                                     skip_corrupt=config["skip_corrupt"], strategy=strategy)
 
 
 def write_reports(run, test_split, report, confusion, class_names, training_facts,
@@ -773,15 +752,9 @@ def write_reports(run, test_split, report, confusion, class_names, training_fact
     """The learning curves, the confusion matrix and, last, `metrics.json`."""
     from model import evaluation
     evaluation.plot_learning_curves(run.history, run.learning_curves)
-    evaluation.plot_confusion_matrix(confusion, class_names, run.confusion_matrix,
-                                     title=f"{test_split}: video accuracy "
-                                           f"{report['accuracy']:.1%}")
-    metrics = {test_split: report, "training": training_facts, "evaluated": evaluated}
-    partial = run.metrics + ".partial"
-    with open(partial, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(partial, run.metrics)
-    return metrics
+    return evaluation.write_report(run.metrics, run.confusion_matrix, test_split, report,
+                                   confusion, class_names, training=training_facts,
+                                   evaluated=evaluated)
 
 
 def print_summary(run, test_split, report, evaluated):

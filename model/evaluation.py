@@ -6,25 +6,26 @@ clips (and crops), the usual multi-clip protocol of video classification.
 
 import collections
 import csv
+import json
+import os
 
 import numpy as np
 
 from model import TOP_K_ACCURACY, VAL_ACCURACY, top_k
 
 
-def predict_videos(model, dataset):
+def predict_videos(model, dataset, strategy=None):
     """Runs a `(clips, labels, video_ids)` dataset through a model.
 
-    The model is called directly, in inference mode, whatever strategy built
-    it: under `MirroredStrategy`, `predict_on_batch` feeds the whole batch to
-    every replica and returns one copy of the outputs per replica.
+    The model is called directly, in inference mode: under `MirroredStrategy`,
+    `predict_on_batch` feeds the whole batch to every replica and returns one
+    copy of the outputs per replica. With `strategy`, each batch is split over
+    its replicas, in order (`model.replicas`).
 
     Returns:
         `(clip_probs, clip_labels, video_ids)` as numpy arrays, in dataset order.
     """
-    import tensorflow as tf
-    forward = tf.function(lambda clips: tf.cast(model(clips, training=False), tf.float32),
-                          reduce_retracing=True)
+    forward = logits_function(model, strategy)
     probs, labels, ids = [], [], []
     for clips, batch_labels, batch_ids in dataset:
         logits = forward(clips)
@@ -32,6 +33,62 @@ def predict_videos(model, dataset):
         labels.append(batch_labels.numpy())
         ids.extend(v.decode() for v in batch_ids.numpy())
     return np.concatenate(probs), np.concatenate(labels), np.array(ids)
+
+
+def logits_function(model, strategy=None):
+    """The model in inference mode, as a graph function from clips to float32 logits.
+
+    The one way evaluation and prediction call a model, so that the two give
+    the same numbers for the same clips. With a `strategy` of several
+    replicas, each batch is split over them, and their logits joined in order.
+    """
+    import tensorflow as tf
+
+    from model.replicas import PerReplica
+    forward = PerReplica(strategy, lambda clips: tf.cast(model(clips, training=False),
+                                                         tf.float32))
+    return lambda clips: tf.concat(forward(clips), axis=0)
+
+
+def evaluate_split(model, records_dir, split, spec, class_names, *, batch_size,
+                   skip_corrupt=False, strategy=None):
+    """Multi-clip video evaluation of one split of a records folder.
+
+    Args:
+        model: a Keras model from clips to logits.
+        records_dir: a folder written by `python -m preprocess`.
+        split: which split to evaluate, e.g. `test`.
+        spec: the evaluation `ClipSpec` (its clips and crops are the views).
+        class_names: the model's classes, in label order.
+        batch_size: clips per batch.
+        skip_corrupt: skip unreadable records instead of failing. Defaults to False.
+        strategy: split each batch over this strategy's replicas. Defaults to
+            None: one device.
+
+    Returns:
+        `(report, confusion)` of `classification_report`.
+    """
+    from preprocess import reader
+    dataset = reader.make_dataset(records_dir, split, spec, batch_size=batch_size,
+                                  with_video_id=True, skip_corrupt=skip_corrupt)
+    return classification_report(*predict_videos(model, dataset, strategy), class_names)
+
+
+def write_report(metrics_path, confusion_path, split, report, confusion, class_names,
+                 **facts):
+    """The confusion matrix plot, then `metrics.json`: `{split: report, **facts}`.
+
+    The metrics are written last and atomically, since they mark the
+    evaluation complete.
+    """
+    plot_confusion_matrix(confusion, class_names, confusion_path,
+                          title=f"{split}: video accuracy {report['accuracy']:.1%}")
+    metrics = {split: report, **facts}
+    partial = metrics_path + ".partial"
+    with open(partial, "w") as handle:
+        json.dump(metrics, handle, indent=2)
+    os.replace(partial, metrics_path)
+    return metrics
 
 
 def softmax(logits):

@@ -10,7 +10,6 @@ to `failures.jsonl`. The launcher checks the counts the pipeline reports,
 without opening a shard, and writes the manifest last.
 """
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -35,7 +34,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from preprocess import __version__
 from preprocess import manifest as manifest_lib
 from preprocess import layouts, progress, schema, shards, official_lists, splits, video
-from preprocess.errors import UserError
+from preprocess.errors import ArgumentParser, UserError
 from preprocess.sources import is_remote_url, open_source
 
 # The command that installs Beam's filesystem of a remote scheme (setup.py's extras).
@@ -400,19 +399,8 @@ def use_local_defaults(options, given):
         options.view_as(WorkerOptions).default_sdk_harness_log_level = "WARNING"
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser that takes no abbreviations and reports a bad flag as one line.
-
-    argparse would print the usage and exit; this raises `PreprocessError`,
-    which `main` prints as one `error:` line. `hint` says where to look.
-    """
-
-    def __init__(self, *args, hint, **kwargs):
-        super().__init__(*args, allow_abbrev=False, **kwargs)
-        self.hint = hint
-
-    def error(self, message):
-        raise PreprocessError(f"{message}; {self.hint}")
+class OneLineParser(ArgumentParser):
+    """The entry points' one-line parser, which also takes Beam's templated options."""
 
     def add_value_provider_argument(self, *args, **kwargs):
         # Templated options of other PipelineOptions classes: a plain flag here,

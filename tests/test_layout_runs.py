@@ -93,7 +93,9 @@ def test_train_and_predict_on_class_folder_records(class_folder_records, tmp_pat
     video = source / "Jump Rope" / "a!b&c.avi"
     result = _python("scripts/predict.py", "--model", str(run_dir), "--top", "3", str(video))
     assert result.returncode == 0, result.stderr[-2000:]
-    ranking = json.loads(result.stdout.splitlines()[-1])[str(video)]
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]  # one JSON line a video
+    assert row["path"] == str(video)
+    ranking = row["top"]
     assert sorted(entry["class"] for entry in ranking) == ["Café Shrink", "Grow up",
                                                             "Jump Rope"]
     assert abs(sum(entry["probability"] for entry in ranking) - 1) < 1e-4

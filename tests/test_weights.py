@@ -240,6 +240,7 @@ def test_init_from_a_name_fine_tunes_and_records_name_url_and_hash(registry, pub
     assert config["init_from_file"] == weights.cache_path("kinetics400")
     trained = keras.saving.load_model(run_dir / "model.keras")
     assert trained.get_layer("stage1_block1").bn1.epsilon == 1e-5
+    assert "input_norm" in [layer.name for layer in trained.layers]  # Kinetics statistics
 
 
 def test_init_from_names_that_do_not_fit_fail_in_one_line(records, tmp_path, capsys):
