@@ -7,6 +7,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from conftest import REPO
 from model import MODEL_NAMES, build_model
@@ -171,6 +172,26 @@ def test_dtype_policies(precision, compute):
     assert dtype(inner(_clips(1, 8, 32)).dtype) == compute
     assert model.get_layer("logits").compute_dtype == "float32"
     assert dtype(model(_clips(1, 8, 32)).dtype) == "float32"
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_exports_compute_in_float32_whatever_trained_them(precision, tmp_path):
+    from model import export
+    from model.run_dir import RunDir
+    set_precision(precision)
+    model = _small("r2plus1d_10")
+    run = RunDir(tmp_path)
+    export.export_model(model, run, list("abcde"), 8, 32)
+    set_precision("float32")
+    exported = keras.saving.load_model(run.model)
+    assert {layer.compute_dtype for layer in exported.layers} <= {"float32", "uint8"}
+    clips = _clips(2, 8, 32)
+    np.testing.assert_allclose(np.asarray(exported(clips)), np.asarray(model(clips)),
+                               atol=0.05)  # the half-precision model's rounding
+    loaded = tf.saved_model.load(run.saved_model)  # kept: its variables live with it
+    served = loaded.serve(tf.constant(clips))
+    np.testing.assert_allclose(served["logits"].numpy(), np.asarray(exported(clips)),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_auto_precision_is_float32_on_cpu():
