@@ -192,3 +192,12 @@ def copy_videos(src, dst, names=None):
         if names is None or path.name in names:
             shutil.copy(path, dst / path.name)
     return dst
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """One tiny trained run on two motion classes, shared by the predict and evaluate tests."""
+    from two_class_run import two_class_run
+    root = tmp_path_factory.getbasetemp() / "two_class_run"
+    root.mkdir(exist_ok=True)
+    return two_class_run(root)

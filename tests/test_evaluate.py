@@ -11,14 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO, assert_one_line_error
-from two_class_run import script, two_class_run
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "two_class_run"
-    root.mkdir(exist_ok=True)
-    return two_class_run(root)
+from two_class_run import script
 
 
 def folder_hash(folder):

@@ -17,16 +17,9 @@ from model import evaluation, timeline
 from model.inference import ClipBatches, Prediction, Predictor
 from preprocess import reader, synthetic
 from records import decode_video
-from two_class_run import script, source_videos, two_class_run
+from two_class_run import script, source_videos
 
 CLASSES = ["Grow", "SlideRight"]
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "two_class_run"
-    root.mkdir(exist_ok=True)
-    return two_class_run(root)
 
 
 def _rows(text):
