@@ -47,7 +47,19 @@ def logits_function(model, strategy=None):
     from model.replicas import PerReplica
     forward = PerReplica(strategy, lambda clips: tf.cast(model(clips, training=False),
                                                          tf.float32))
-    return lambda clips: tf.concat(forward(clips), axis=0)
+    replicas = forward.replicas
+
+    def logits(clips):
+        # A last batch smaller than the replicas would leave one with no clip,
+        # which a BatchNorm in inference cannot take: pad with copies of the
+        # last clip, and drop their logits.
+        count = int(clips.shape[0])
+        short = -count % replicas
+        if short:
+            clips = tf.concat([clips, tf.repeat(clips[-1:], short, axis=0)], axis=0)
+        return tf.concat(forward(clips), axis=0)[:count]
+
+    return logits
 
 
 def evaluate_split(model, records_dir, split, spec, class_names, *, batch_size,

@@ -5,7 +5,8 @@ every replica, and a plain call runs it on the first device alone, which on
 several GPUs is slow and may not fit its memory. Evaluation and precise
 BatchNorm use this instead: each replica gets a contiguous slice of the batch,
 and the per-replica results come back in replica order, so concatenating them
-keeps the batch's order.
+keeps the batch's order. A batch must split evenly: a replica with no clip
+would fail in BatchNorm, so callers pad (`model.evaluation.logits_function`).
 
     forward = PerReplica(strategy, lambda clips: model(clips, training=False))
     pieces = forward(clips)   # one result per replica, in batch order
@@ -36,7 +37,10 @@ class PerReplica:
         """`fn`'s results, one per replica (or one in all), in the batch's order."""
         if self.replicas == 1:
             return [self._run(batch)]
-        size = -(-int(batch.shape[0]) // self.replicas)  # ceil: the last slice is smaller
+        if int(batch.shape[0]) % self.replicas:
+            raise ValueError(f"a batch of {batch.shape[0]} does not split over "
+                             f"{self.replicas} replicas; pad it to a multiple")
+        size = int(batch.shape[0]) // self.replicas
         values = self.strategy.experimental_distribute_values_from_function(
             lambda context: batch[context.replica_id_in_sync_group * size:
                                   (context.replica_id_in_sync_group + 1) * size])

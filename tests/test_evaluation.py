@@ -1,8 +1,14 @@
 """Video-level averaging and the classification report, against a case worked by hand."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
+from conftest import REPO
 from model import evaluation
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
@@ -58,3 +64,35 @@ def test_best_epoch_reads_the_last_row_of_each_epoch(tmp_path):
                        "1,0.6,0.5\n2,0.7,0.8\n")
     assert evaluation.best_epoch(history) == 3
     assert list(evaluation.read_history(history)) == [0, 1, 2]
+
+
+SPLIT_LOGITS = """
+import json, os
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from model import build_model, evaluation
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    keras.utils.set_random_seed(0)
+    model = build_model("r2plus1d_10", 3, 4, 32, width_multiplier=0.25)
+clips = np.random.default_rng(0).integers(0, 256, (5, 4, 32, 32, 3), np.uint8)
+split, alone = evaluation.logits_function(model, strategy), evaluation.logits_function(model)
+print(json.dumps({n: float(np.abs(np.asarray(split(clips[:n])) - np.asarray(alone(clips[:n])))
+                           .max()) for n in (1, 3, 4, 5)}))
+"""
+
+
+def test_split_evaluation_takes_any_batch_size(tmp_path):
+    # A last batch smaller than the replicas, or not a multiple of them, gives
+    # the one-device logits: no replica is left without a clip.
+    result = subprocess.run([sys.executable, "-c", SPLIT_LOGITS], cwd=REPO,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    differences = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(differences) == {"1", "3", "4", "5"}
+    assert max(differences.values()) < 1e-5, differences
