@@ -6,6 +6,7 @@ callbacks (`BackupAndRestore`, `ModelCheckpoint`, `TensorBoard`, `CSVLogger`).
 """
 
 import math
+import os
 
 import keras
 import numpy as np
@@ -119,11 +120,24 @@ def make_callbacks(run):
         keras.callbacks.BackupAndRestore(run.backup, double_checkpoint=True,
                                          delete_checkpoint=False),
         keras.callbacks.ModelCheckpoint(run.last_checkpoint),
+        # A resumed run keeps its best so far: Keras's callback starts from
+        # nothing on every launch, and would overwrite best.keras with worse.
         keras.callbacks.ModelCheckpoint(run.best_checkpoint, monitor=VAL_ACCURACY,
-                                        mode="max", save_best_only=True),
+                                        mode="max", save_best_only=True,
+                                        initial_value_threshold=best_so_far(run.history)),
         keras.callbacks.TensorBoard(run.logs),
         keras.callbacks.CSVLogger(run.history, append=True),
     ]
+
+
+def best_so_far(history_csv):
+    """The highest validation accuracy `history.csv` holds, or None (none yet)."""
+    from model.evaluation import read_history
+    if not os.path.exists(history_csv):
+        return None
+    scores = [float(row[VAL_ACCURACY]) for row in read_history(history_csv).values()
+              if row.get(VAL_ACCURACY) not in (None, "")]
+    return max(scores, default=None)
 
 
 def steps_for(num_videos, batch_size):

@@ -96,3 +96,18 @@ def test_split_evaluation_takes_any_batch_size(tmp_path):
     differences = json.loads(result.stdout.strip().splitlines()[-1])
     assert set(differences) == {"1", "3", "4", "5"}
     assert max(differences.values()) < 1e-5, differences
+
+
+def test_a_resumed_run_keeps_its_best_checkpoint_so_far(tmp_path):
+    import keras
+
+    from model import training
+    from model.run_dir import RunDir
+    run = RunDir(tmp_path)
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,val_accuracy\n0,1.0,0.5\n1,0.8,0.9\n2,0.7,0.7\n")
+    best = [c for c in training.make_callbacks(run)
+            if isinstance(c, keras.callbacks.ModelCheckpoint)
+            and c.filepath == run.best_checkpoint]
+    assert len(best) == 1 and best[0].best == 0.9  # epoch 4 must beat 0.9 to be saved
+    assert training.best_so_far(str(tmp_path / "missing.csv")) is None
