@@ -685,11 +685,15 @@ def make_network(config, num_classes, run):
                               config["num_frames"], config["image_size"], flip=config["flip"])
     if kind in ("named", "torch"):  # a name is downloaded once, then read from the cache
         return build(weights=source, **options)
+    if not kind:
+        return build(**options)
+    loaded = pretrained.load_keras_source(source)
+    if config["model"] != "tutorial":  # built as the source was, --bn_epsilon still wins
+        options = {**pretrained.architecture_options(loaded), **options}
     network = build(**options)
-    if kind:
-        copied, head = pretrained.copy_weights(pretrained.load_keras_source(source), network)
-        print(f"weights: {len(copied)} layers from {source}; "
-              + ("its classifier kept" if head else "a new classifier"), flush=True)
+    copied, head = pretrained.copy_weights(loaded, network)
+    print(f"weights: {len(copied)} layers from {source}; "
+          + ("its classifier kept" if head else "a new classifier"), flush=True)
     return network
 
 

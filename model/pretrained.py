@@ -295,6 +295,32 @@ def load_keras_source(path):
                            f"{str(error).splitlines()[0][:200]}") from None
 
 
+def architecture_options(source):
+    """What of an R(2+1)D's build lives in its config, not its weights, to build it alike.
+
+    Copying weights by name carries none of these: the input normalisation
+    (a `Normalization` layer holds its statistics as config), PyTorch-style
+    padding and the BatchNorm epsilon. A run continued from a Kinetics or
+    IG-65M fine-tuning would otherwise compute something else, silently.
+
+    Returns:
+        `{"input_stats", "padding", "bn_epsilon"}` options of `build_model`,
+        those the source has.
+    """
+    import keras
+    names = {layer.name: layer for layer in source.layers}
+    options = {"padding": "symmetric" if "stem_pad" in names else "same"}
+    if "input_norm" in names:
+        config = names["input_norm"].get_config()
+        options["input_stats"] = (list(np.ravel(config["mean"])),
+                                  list(np.sqrt(np.ravel(config["variance"]))))
+    norms = [layer for layer in source._flatten_layers(include_self=False, recursive=True)
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    if norms:
+        options["bn_epsilon"] = norms[0].epsilon
+    return options
+
+
 def copy_weights(source, target, head="logits"):
     """Copies every layer's weights from `source` to `target` by name where all shapes agree.
 

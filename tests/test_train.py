@@ -451,3 +451,19 @@ def test_precise_statistics_depend_only_on_the_seed_and_weights(records):
     first = statistics(0)
     np.testing.assert_array_equal(first, statistics(0))
     assert not np.array_equal(first, statistics(1))
+
+
+def test_init_from_a_keras_file_builds_the_network_as_its_source_was(records, tmp_path):
+    # Input normalisation, PyTorch padding and the BatchNorm epsilon are config,
+    # not weights: a continued Kinetics fine-tuning must keep them.
+    keras.utils.set_random_seed(0)
+    source = build_model("r2plus1d_10", 2, 8, 48, width_multiplier=0.25, bn_epsilon=1e-5,
+                         padding="symmetric", input_stats=((0.4, 0.4, 0.4), (0.2, 0.25, 0.3)))
+    source.save(tmp_path / "source.keras")
+    config = train.resolve_config(["--records", str(records), "--output_dir", "unused",
+                                   *TRAIN_ARGS, "--init_from", str(tmp_path / "source.keras")])
+    network = train.make_network(config, 2, RunDir(tmp_path / "run"))
+    clips = np.random.default_rng(0).integers(0, 256, (2, 8, 48, 48, 3), dtype=np.uint8)
+    np.testing.assert_allclose(np.asarray(network(clips)), np.asarray(source(clips)),
+                               rtol=1e-5, atol=1e-5)
+    assert network.get_layer("stage1_block1").bn1.epsilon == 1e-5
