@@ -249,6 +249,8 @@ def check_config(config):
         (config["steps_per_epoch"] >= 0, "--steps_per_epoch must be 0 (one pass) or more"),
         (config["learning_rate"] > 0, "--learning_rate must be positive"),
         (config["warmup_epochs"] >= 0, "--warmup_epochs must not be negative"),
+        (config["warmup_epochs"] == 0 or config["schedule"] == "cosine",
+         "--warmup_epochs needs --schedule cosine (a constant rate has no warm-up)"),
         (config["warmup_epochs"] <= config["epochs"] or config["schedule"] == "constant",
          f"--warmup_epochs ({config['warmup_epochs']}) must not exceed --epochs "
          f"({config['epochs']})"),
@@ -338,8 +340,10 @@ def describe_data_loss(records):
 
 
 def _has_accelerator_hint():
-    return bool(os.environ.get("CUDA_VISIBLE_DEVICES", "").strip(" -1")) or \
-        os.path.exists("/dev/nvidia0")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:  # set: it decides, whatever devices exist
+        return visible.strip() not in ("", "-1")
+    return os.path.exists("/dev/nvidia0")
 
 
 # -----------------------------------------------------------------------------

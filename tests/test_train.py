@@ -203,6 +203,7 @@ def _old_schema_records(records, tmp_path):
     (["--learning_rate", "0"], "--learning_rate must be"),
     (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
     (["--warmup_epochs", "3"], "must not exceed --epochs"),
+    (["--warmup_epochs", "1", "--schedule", "constant"], "--warmup_epochs needs --schedule cosine"),
     (["--model", "tutorial", "--image_size", "48"], "drop --width_multiplier"),
     (["--bn_epsilon", "0"], "--bn_epsilon must be positive"),
     (["--model", "tutorial", "--width_multiplier", "1", "--init_from", "{repo}/README.md"],
