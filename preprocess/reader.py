@@ -446,7 +446,7 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
     training = spec.training
     manifest = manifest_lib.read_manifest(records_dir)
     shards = manifest_lib.shard_paths(records_dir, manifest, split)
-    check_shards(shards, manifest["splits"][split])
+    check_shards(shards, manifest["splits"][split], skip_corrupt)
     if input_shard:
         index, count = input_shard
         manifest_lib.check_shards_per_worker(records_dir, split, len(shards), count)
@@ -500,14 +500,18 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
     return dataset.prefetch(AUTOTUNE)
 
 
-def check_shards(paths, split_info):
-    """Fails fast, naming the file, when a shard is missing or not its recorded size."""
+def check_shards(paths, split_info, skip_corrupt=False):
+    """Fails fast, naming the file, when a shard is missing or not its recorded size.
+
+    With `skip_corrupt`, a shard of another size is read anyway: its
+    unreadable records are skipped, as asked.
+    """
     for path, expected in zip(paths, split_info.get("shard_bytes", [None] * len(paths))):
         if not tf.io.gfile.exists(path):
             raise manifest_lib.ManifestError(
                 f"shard {path} is missing; copy it again or preprocess again")
         size = tf.io.gfile.stat(path).length
-        if expected is not None and size != expected:
+        if expected is not None and size != expected and not skip_corrupt:
             raise manifest_lib.ManifestError(
                 f"shard {path} is {size} bytes but was written as {expected}: it is "
                 "truncated or altered; copy it again, or read with skip_corrupt=True")

@@ -59,7 +59,7 @@ def evaluate(argv):
     from preprocess import manifest as manifest_lib
     from preprocess import reader
     reader.check_shards(manifest_lib.shard_paths(args.records, manifest, args.split),
-                        manifest["splits"][args.split])
+                        manifest["splits"][args.split], args.skip_corrupt)
     network = keras.saving.load_model(run.model, compile=False)
     started = time.perf_counter()
     report, confusion = evaluation.evaluate_split(

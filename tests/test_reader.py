@@ -280,6 +280,9 @@ def test_corrupt_shards_are_named_or_skipped(records, tmp_path):
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(manifest_lib.ManifestError, match=truncated.name):
         reader.make_dataset(copy, "all", spec, **kwargs)
+    # Asked to skip what cannot be read, the reader reads the truncated shard's rest.
+    assert 0 < len(list(reader.make_dataset(copy, "all", spec, skip_corrupt=True,
+                                            **kwargs))) < 3
     # Same size, flipped bytes: only the CRC check can tell.
     truncated.write_bytes(data[:20] + bytes(b ^ 0xFF for b in data[20:40]) + data[40:])
     with pytest.raises(tf.errors.DataLossError):
