@@ -1,28 +1,21 @@
-"""twoplusone's models: Keras 3 (2+1)D ResNets chosen by name, and how they train.
+"""twoplusone's models, in three subpackages by role, as Model Garden keeps them apart.
 
-    from model import build_model
-    model = build_model("r2plus1d_18", num_classes=101, num_frames=16, image_size=112)
-    model = build_model("r2plus1d_18", 101, 16, 112, weights="kinetics400")
+- `model.network`: the (2+1)D ResNets, their layers and the weights they load
+  (`from model.network.build import build_model`).
+- `model.training`: what a run is made of: its config, strategies, precision,
+  the fit on one machine or several, precise BatchNorm and the run folder.
+- `model.inference`: evaluation, prediction, timelines and the exports.
 
-Importing this package is light (no TensorFlow): it names the choices a user
-makes, so a command line can be checked before TensorFlow loads. The
-networks live in `model.resnets` and `model.layers` (import `model.layers`
-before `keras.saving.load_model` reads a model of ours: it registers our
-layers with Keras, and loads TensorFlow), published weights in
-`model.weights`, training parts in `model.training`, the run folder in
-`model.run_dir`.
+Importing this package is light (no TensorFlow): it holds the names every
+role shares, so a command line can be checked before TensorFlow loads.
 """
 
 import os
+import re
 import shutil
+import sys
+import tempfile
 
-# Blocks per stage of the paper's depths.
-R2PLUS1D_STAGES = {
-    "r2plus1d_10": (1, 1, 1, 1),
-    "r2plus1d_18": (2, 2, 2, 2),
-    "r2plus1d_34": (3, 4, 6, 3),
-}
-MODEL_NAMES = ("tutorial", *R2PLUS1D_STAGES)
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -49,53 +42,61 @@ def quiet_tensorflow_logs():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2" if nvidia_driver_present() else "3")
 
 
+# A line of TensorFlow's C++ log: severity, date, time, thread, file:line.
+_LOG_LINE = re.compile(r"^([IWEF])\d{4} [\d:.]+\s+\d+ [\w./-]+:\d+\] ")
+_SEVERITY = {"I": 0, "W": 1, "E": 2, "F": 3}
+
+
+def import_tensorflow():
+    """Imports TensorFlow, holding back the notices it logs before it reads its log level.
+
+    TensorFlow 2.16 and later log as they load, before absl's logging reads
+    TF_CPP_MIN_LOG_LEVEL: "All log messages before absl::InitializeLog() ...",
+    oneDNN's notice and the CUDA probe's, each once per library that logs.
+    Entry points call this once their command line is checked, after
+    `quiet_tensorflow_logs`; it applies TF_CPP_MIN_LOG_LEVEL to those lines
+    itself, so a user who sets it to 0 still sees them all. Anything else
+    written while TensorFlow loads passes through.
+
+    Returns:
+        The `tensorflow` module.
+    """
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            sys.stderr.write("".join(_above_level(
+                captured.read().decode("utf-8", "replace").splitlines(keepends=True), level)))
+            sys.stderr.flush()
+    return tensorflow
+
+
+def _above_level(lines, level):
+    """The lines of TensorFlow's start-up output that `level` does not hide.
+
+    A line that is not a log line's first continues the one above it.
+    """
+    kept, hiding = [], False
+    for line in lines:
+        match = _LOG_LINE.match(line)
+        if match:
+            hiding = _SEVERITY[match[1]] < level
+        elif line.startswith("WARNING: All log messages before absl::InitializeLog()"):
+            hiding = level >= 1  # it only introduces the notices below it
+        if not hiding:
+            kept.append(line)
+    return kept
+
+
 def top_k(num_classes):
     """The k of the top-k accuracy: 5, or every class when there are fewer."""
     return min(5, num_classes)
-
-
-def build_model(name, num_classes, num_frames=None, image_size=None, flip=False,
-                weights=None, **options):
-    """Builds a model by name: `tutorial`, `r2plus1d_10`, `r2plus1d_18` or `r2plus1d_34`.
-
-    Args:
-        name: which network.
-        num_classes: number of output logits.
-        num_frames: clip length (None leaves it free where the network allows).
-        image_size: frame side (the tutorial's network needs it).
-        flip: random horizontal flips in training, as the model's first layer,
-            so they run on the accelerator. Defaults to False.
-        weights: as keras.applications' `weights=`: a name of
-            `model.weights.NAMED_WEIGHTS` (`"kinetics400"`, `"ig65m_kinetics400"`,
-            ...: downloaded once into Keras's cache and checked against its
-            published hash), or the path of a torchvision-layout R(2+1)D
-            checkpoint (`.pth`, read without PyTorch); None for fresh
-            weights. The channel counts, BatchNorm epsilon and input
-            normalisation come with the weights; the classifier is kept when
-            `num_classes` matches theirs. Defaults to None.
-        **options: `width_multiplier`, `dropout`, `bn_momentum`, `bn_epsilon`
-            for the R(2+1)D networks (with `weights`, `bn_epsilon` overrides
-            the weights' own: 1e-3 for IG-65M's, else PyTorch's 1e-5).
-
-    Returns:
-        A `keras.Model` from uint8 clips `[batch, frames, size, size, 3]` to
-        float32 logits `[batch, num_classes]`, built under the current dtype policy.
-    """
-    from model import resnets
-    if name == "tutorial":
-        if weights is not None:
-            raise ValueError("no published weights fit the tutorial model; train it from "
-                             "scratch or choose an r2plus1d model")
-        if options:
-            raise ValueError(f"the tutorial model takes no options, got {sorted(options)}")
-        return resnets.tutorial(num_classes, num_frames=num_frames, image_size=image_size,
-                                flip=flip)
-    if name in R2PLUS1D_STAGES and weights is not None:
-        from model import pretrained
-        return pretrained.build_from_torchvision(name, num_classes, num_frames, image_size,
-                                                 weights, flip=flip, **options)
-    if name in R2PLUS1D_STAGES:
-        return resnets.r2plus1d(num_classes, R2PLUS1D_STAGES[name],
-                                num_frames=num_frames, image_size=image_size,
-                                flip=flip, name=name, **options)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -1,7 +1,9 @@
 """twoplusone's data side: the Beam job that writes video TFRecords and the reader of them.
 
 `preprocess.schema` defines the records, `preprocess.pipeline` writes them,
-`preprocess.reader` turns them into clips for training and evaluation.
+`preprocess.reader` turns them into clips for training and evaluation. The
+job's command line is `preprocess.options`, what it decodes `preprocess.tasks`,
+and its output folder's checks and manifest `preprocess.outputs`.
 Submodules are imported on use, so reading records does not import Beam.
 """
 

@@ -1,13 +1,17 @@
 """The one kind of error a user can fix: its message names the problem and the fix.
 
 Every entry point (`python -m preprocess`, `train.py`, `scripts/predict.py`,
-`scripts/evaluate.py`) catches `UserError` alone and prints it as one
-`error:` line; anything else is a bug and keeps its traceback. Their command
-lines are read by `ArgumentParser`, whose misuse is such an error too.
+`scripts/evaluate.py`) runs its work through `run_command`, which prints a
+`UserError` alone as one `error:` line; anything else is a bug and keeps its
+traceback. Their command lines are read by `ArgumentParser`, whose misuse is
+such an error too.
 """
 
 import argparse
 import difflib
+import sys
+
+USAGE_STATUS = 2  # argparse's own status for a bad command line
 
 
 class UserError(ValueError):
@@ -20,6 +24,10 @@ class SplitError(UserError):
 
 class UsageError(UserError):
     """A command line that cannot be carried out; the message says what to fix."""
+
+
+class PreprocessError(UserError):
+    """A request the preprocessing job cannot carry out; the message says what to fix."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -43,13 +51,36 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{message}; {self.hint}")
 
     def flags(self):
+        """Every option string of the parser: the one reader of argparse's private list."""
         return [flag for action in self._actions for flag in action.option_strings]
 
 
-def unknown_flag_message(unknown, known, hint):
-    """What to say of the first argument no parser took, with the closest known flag."""
+def unknown_flag_message(unknown, known, hint, *, explanation=None, example=None):
+    """What to say of the first argument no parser took, with the closest known flag.
+
+    Args:
+        unknown: the arguments no parser took, in command-line order.
+        known: every flag the command knows; the closest one is suggested.
+        hint: where the message sends the user when no flag is close.
+        explanation: why the flag is unknown, said after its name, e.g. `neither
+            the job's nor a Beam pipeline option`. Defaults to none: `unknown
+            argument FLAG`.
+        example: a flag and its value, shown to a stray value instead of the
+            hint. Defaults to none.
+    """
     flag = next((arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")), None)
     if flag is None:
-        return f"unexpected argument {unknown[0]}; every value follows its flag ({hint})"
+        return (f"unexpected argument {unknown[0]}; every value follows its flag"
+                + (f", e.g. {example}" if example else f" ({hint})"))
     close = difflib.get_close_matches(flag, known, n=1)
-    return f"unknown argument {flag}" + (f"; did you mean {close[0]}?" if close else f"; {hint}")
+    head = f"unknown flag {flag}, {explanation}" if explanation else f"unknown argument {flag}"
+    return head + (f"; did you mean {close[0]}?" if close else f"; {hint}")
+
+
+def run_command(main, argv=None):
+    """Calls `main(argv)`; a `UserError` becomes one `error:` line and exit status 2."""
+    try:
+        return main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_STATUS

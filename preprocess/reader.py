@@ -14,6 +14,8 @@ rescales them on the device.
 
 import dataclasses
 import math
+import os
+import typing
 
 import tensorflow as tf
 
@@ -97,7 +99,8 @@ def even_clip_indices(video_frames, num_frames, frame_step, num_clips=1):
 # Which pixels: spatial sampling
 # ---------------------------------------------------------------------------
 
-def random_crop_window(height, width, scale=(0.4, 1.0), ratio=(3 / 4, 4 / 3), draws=None):
+def random_crop_window(height, width, scale=(manifest_lib.MIN_CROP_SCALE, 1.0),
+                       ratio=(3 / 4, 4 / 3), draws=None):
     """A random `[y, x, h, w]` window covering `scale` of the area at aspect `ratio`.
 
     The window always fits the frame: an aspect the frame cannot hold is
@@ -248,6 +251,14 @@ def flip_left_right(clip):
 RESIZED_EVAL_FRACTION = 0.875
 
 
+class RunClips(typing.NamedTuple):
+    """The clips of one run, by use: what `ClipSpec.for_run` returns."""
+
+    training: "ClipSpec"    # random clips and crops; also precise BatchNorm's
+    validation: "ClipSpec"  # one fixed clip a video, each epoch
+    evaluation: "ClipSpec"  # the final evaluation's and prediction's clips and crops
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipSpec:
     """What clips to cut from each video: the one home of the clip options.
@@ -269,10 +280,10 @@ class ClipSpec:
             with None, `image_size` windows of the stored frames (torchvision's
             and VMZ's R(2+1)D test protocol: 128x171 frames, centre 112 crop);
             else the central `RESIZED_EVAL_FRACTION` of the short side, resized.
-            Defaults to (0.4, 1).
+            Defaults to `(preprocess.manifest.MIN_CROP_SCALE, 1)`.
         flip: random horizontal flips in training, on the CPU. train.py leaves
             this off because its model flips on the device
-            (`model.layers.RandomFlipClips`). Defaults to False.
+            (`model.network.layers.RandomFlipClips`). Defaults to False.
         samples_per_video: training clips cut from each video read, each with
             its own start, crop and flip: repeated augmentation (Hoffer et al.
             2020; PySlowFast's `AUG.NUM_SAMPLE`), which spreads the cost of
@@ -286,7 +297,7 @@ class ClipSpec:
     num_clips: int = 1
     num_crops: int = 1
     step_jitter: int = 0
-    crop_scale: tuple | None = (0.4, 1.0)
+    crop_scale: tuple | None = (manifest_lib.MIN_CROP_SCALE, 1.0)
     flip: bool = False
     samples_per_video: int = 1
 
@@ -303,7 +314,7 @@ class ClipSpec:
 
     @classmethod
     def for_run(cls, config):
-        """The clips of a `train.py` config: `(training, validation, evaluation)`.
+        """The clips of a `train.py` config, as a `RunClips`.
 
         The one mapping from a run's options to clips, which training, precise
         BatchNorm, validation, the final evaluation and prediction all use.
@@ -316,7 +327,7 @@ class ClipSpec:
             samples_per_video=config["samples_per_video"])  # flips are the model's
         evaluation = dataclasses.replace(validation, num_clips=config["eval_clips"],
                                          num_crops=config["eval_crops"])
-        return training, validation, evaluation
+        return RunClips(training, validation, evaluation)
 
     @property
     def clips_per_video(self):
@@ -453,12 +464,11 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         shards = shards[index::count]
     if deterministic is None:
         deterministic = not training
-    smallest = min((min(size) for size in manifest["geometry"]["frame_sizes"]), default=0)
-    if training and spec.crop_scale is None and smallest < spec.image_size:
-        raise manifest_lib.ManifestError(
-            f"plain random crops of {spec.image_size} pixels do not fit the {smallest}-pixel "
-            f"frames in {records_dir}; lower image_size, or preprocess with a larger "
-            "--image_size")
+    if training and spec.crop_scale is None:  # plain crops are never scaled down
+        manifest_lib.check_frame_size(
+            manifest, records_dir, spec.image_size,
+            "plain random crops of {size} pixels do not fit the {smallest}-pixel frames in "
+            "{records}", "lower image_size, or preprocess with a larger --image_size")
 
     files = tf.data.Dataset.from_tensor_slices(shards)
     if training:
@@ -530,3 +540,14 @@ def find_corrupt_shards(paths):
         except tf.errors.DataLossError as error:
             corrupt[path] = error.message.split("\n")[0]
     return corrupt
+
+
+def describe_data_loss(records_dir):
+    """Names the shards that fail their CRC, which TensorFlow's own error does not."""
+    manifest = manifest_lib.read_manifest(records_dir)
+    paths = [os.path.join(records_dir, shard) for info in manifest["splits"].values()
+             for shard in info["shards"]]
+    corrupt = find_corrupt_shards(paths)
+    names = ", ".join(f"{path} ({reason})" for path, reason in corrupt.items())
+    return (f"corrupt records in {names or records_dir}; copy or preprocess them again, "
+            "or pass --skip_corrupt to skip unreadable records")

@@ -4,10 +4,18 @@ Beam's TFRecord sink with a fixed shard count groups every record by shard,
 so each video's frames would travel from the worker that decoded them,
 through the shuffle, to the worker that writes their shard. Here the
 decoding worker appends each record to a fragment file of its bundle and
-passes on only the fragment's name and record sizes. One small step then
-cuts each split's records into shards balanced by bytes, and each shard is
-written by copying byte ranges out of the fragments. The pipeline so knows
-every shard's record count and size, and the launcher never reads a shard.
+passes on only the fragment's name, its records' sizes and video ids. One
+small step then puts each split's records in a seeded random order and cuts
+it into shards balanced by bytes, and each shard is written by copying byte
+ranges out of the fragments. The pipeline so knows every shard's record
+count and size, and the launcher never reads a shard.
+
+The order is a function of the seed and the video ids alone, not of how the
+runner bundled the work, so one command writes byte-identical shards on every
+run; and every shard is a uniform sample of its split. A reader that mixes a
+few shards through a small buffer then draws fair batches however large the
+set: shards cut in id order would hold a few classes each, since UCF101's
+ids begin with the class name.
 
 Records use the TFRecord framing: the length, its masked CRC32C, the data,
 its masked CRC32C. A retried bundle writes new fragments under new names;
@@ -15,7 +23,9 @@ fragments are removed when the job ends.
 """
 
 import bisect
+import contextlib
 import dataclasses
+import hashlib
 import itertools
 import math
 import struct
@@ -55,13 +65,13 @@ class Fragment:
         path: where it is.
         sizes: the framed size of each record, in file order.
         videos: `(class, frames, height, width)` of each record, for the summary.
-        first_id: the first record's video id; orders fragments reproducibly.
+        video_ids: each record's video id, which orders the shards.
     """
     split: str
     path: str
     sizes: tuple
     videos: tuple
-    first_id: str
+    video_ids: tuple
 
 
 class FragmentWriter:
@@ -75,19 +85,21 @@ class FragmentWriter:
         if split not in self._open:
             path = FileSystems.join(self.folder, f"{split}-{uuid.uuid4().hex}.frag")
             self._open[split] = (FileSystems.create(path, compression_type=_RAW), path,
-                                 [], [], video_id)
-        handle, _, sizes, videos, _ = self._open[split]
+                                 [], [], [])
+        handle, _, sizes, videos, video_ids = self._open[split]
         record = tfrecord(example)
         handle.write(record)
         sizes.append(len(record))
         videos.append(summary)
+        video_ids.append(video_id)
 
     def close(self):
         """Closes every fragment; returns them as `Fragment`s."""
         fragments = []
-        for split, (handle, path, sizes, videos, first_id) in sorted(self._open.items()):
+        for split, (handle, path, sizes, videos, video_ids) in sorted(self._open.items()):
             handle.close()
-            fragments.append(Fragment(split, path, tuple(sizes), tuple(videos), first_id))
+            fragments.append(Fragment(split, path, tuple(sizes), tuple(videos),
+                                      tuple(video_ids)))
         self._open = {}
         return fragments
 
@@ -102,27 +114,36 @@ class ShardPlan:
     bytes: int
 
 
-def plan_shards(fragments, output_dir, split_shards):
-    """Cuts each split's records into contiguous shards of about equal bytes.
+def shuffle_key(seed, split, video_id):
+    """A record's place in its split's shards: a seeded hash of its video id.
+
+    Sorting by it is a uniform random permutation that depends on the seed
+    and the ids alone, whatever order or bundles the records arrive in.
+    """
+    return hashlib.sha256(f"{seed}/{split}/{video_id}".encode()).digest()
+
+
+def plan_shards(fragments, output_dir, split_shards, seed=0):
+    """Cuts each split's records, in a seeded random order, into shards of about equal bytes.
 
     Args:
         fragments: every `Fragment` of the job.
         split_shards: `{split: shards}`; 0 sizes them to about 150 MB each.
+        seed: seed of the order (the job's `--seed`). Defaults to 0.
 
     Returns:
         A list of `ShardPlan`s, named `<split>/<split>-SSSSS-of-NNNNN.tfrecord`.
     """
     plans = []
     by_split = {}
-    for fragment in sorted(fragments, key=lambda f: (f.split, f.first_id, f.path)):
-        by_split.setdefault(fragment.split, []).append(fragment)
-    for split, parts in sorted(by_split.items()):
-        records = []  # (fragment path, start, size) in order
-        for fragment in parts:
-            offset = 0
-            for size in fragment.sizes:
-                records.append((fragment.path, offset, size))
-                offset += size
+    for fragment in fragments:
+        offset = 0
+        for size, video_id in zip(fragment.sizes, fragment.video_ids):
+            by_split.setdefault(fragment.split, []).append(
+                (shuffle_key(seed, fragment.split, video_id), fragment.path, offset, size))
+            offset += size
+    for split, keyed in sorted(by_split.items()):
+        records = [(path, start, size) for _, path, start, size in sorted(keyed)]
         total = sum(size for _, _, size in records)
         count = split_shards.get(split) or math.ceil(total / TARGET_SHARD_BYTES)
         count = max(1, min(count, len(records)))
@@ -159,16 +180,21 @@ def _merge(records):
 
 def write_shard(plan):
     """Writes one shard by copying its byte ranges; returns its entry for the manifest."""
-    with FileSystems.create(plan.path, compression_type=_RAW) as out:
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(FileSystems.create(plan.path, compression_type=_RAW))
+        opened = {}  # a shuffled shard takes many ranges from each fragment: open it once
         for path, start, end in plan.ranges:
-            with FileSystems.open(path, compression_type=_RAW) as handle:
-                handle.seek(start)
-                left = end - start
-                while left:
-                    chunk = handle.read(min(left, _COPY_CHUNK))
-                    if not chunk:
-                        raise IOError(f"fragment {path} ends before byte {end}")
-                    out.write(chunk)
-                    left -= len(chunk)
+            if path not in opened:
+                opened[path] = stack.enter_context(
+                    FileSystems.open(path, compression_type=_RAW))
+            handle = opened[path]
+            handle.seek(start)
+            left = end - start
+            while left:
+                chunk = handle.read(min(left, _COPY_CHUNK))
+                if not chunk:
+                    raise IOError(f"fragment {path} ends before byte {end}")
+                out.write(chunk)
+                left -= len(chunk)
     return {"split": plan.split, "path": plan.path, "records": plan.records,
             "bytes": plan.bytes}

@@ -303,7 +303,7 @@ def main(argv=None):
                "cores": os.cpu_count(), "records": args.records}
 
     figures["mode"] = args.mode
-    crop_scale = None if args.crop == "random" else (0.4, 1.0)
+    crop_scale = None if args.crop == "random" else (manifest_lib.MIN_CROP_SCALE, 1.0)
     num_videos = manifest["splits"][args.split]["num_videos"]
     batch = args.batch_size
     if args.mode == "train":

@@ -44,8 +44,8 @@ def main(argv=None):
     import numpy as np
     import tensorflow as tf
 
-    from model import build_model
-    from model.precision import set_precision
+    from model.network.build import build_model
+    from model.training.precision import set_precision
 
     policy = set_precision(args.precision)
     options = {} if args.model == "tutorial" else {"width_multiplier": args.width_multiplier}

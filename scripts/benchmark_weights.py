@@ -2,7 +2,7 @@
 
     python scripts/benchmark_weights.py --checkpoint r2plus1d_18-91a641e6.pth
 
-Reads the file `--rounds` times (`model.torch_checkpoint.load_state_dict`),
+Reads the file `--rounds` times (`model.network.torch_checkpoint.load_state_dict`),
 then builds `r2plus1d_18` with `weights=` once, and prints the median read
 time, the build time and the file's size; the last line is JSON.
 """
@@ -28,7 +28,8 @@ def main(argv=None):
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
-    from model import build_model, torch_checkpoint
+    from model.network import torch_checkpoint
+    from model.network.build import build_model
     reads = []
     for _ in range(args.rounds):
         started = time.perf_counter()

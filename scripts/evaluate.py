@@ -11,20 +11,24 @@ read. With the run's own test records and views its figures equal the run's
 metrics.json. Records must hold the run's classes in the run's order.
 """
 
+import dataclasses
 import json
 import os
 import sys
 import time
 
-from model import cli, quiet_tensorflow_logs  # light: no TensorFlow yet
+from model import quiet_tensorflow_logs  # light: no TensorFlow yet
+from preprocess import errors
 
 quiet_tensorflow_logs()  # before TensorFlow loads: no CUDA-probe errors on CPU machines
-from model.run_dir import RunDir  # noqa: E402
+from model.inference import evaluation  # noqa: E402  (numpy, no TensorFlow)
+from model.training.run_dir import RunDir, fingerprint  # noqa: E402
+from preprocess import manifest as manifest_lib  # noqa: E402
 
 
 def build_parser():
-    parser = cli.ArgumentParser(prog="python scripts/evaluate.py",
-                                description=__doc__.split("\n\n")[0])
+    parser = errors.ArgumentParser(prog="python scripts/evaluate.py",
+                                   description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--model", required=True, help="run folder written by train.py")
     add("--records", required=True, help="folder written by python -m preprocess")
@@ -41,7 +45,7 @@ def build_parser():
 
 
 def main(argv=None):
-    return cli.run(evaluate, argv)
+    return errors.run_command(evaluate, argv)
 
 
 def evaluate(argv):
@@ -53,10 +57,7 @@ def evaluate(argv):
 
     import keras
 
-    import model.layers  # noqa: F401  registers our layers for loading
-    from model import evaluation
-    from model.run_dir import fingerprint
-    from preprocess import manifest as manifest_lib
+    import model.network.layers  # noqa: F401  registers our layers for loading
     from preprocess import reader
     reader.check_shards(manifest_lib.shard_paths(args.records, manifest, args.split),
                         manifest["splits"][args.split], args.skip_corrupt)
@@ -88,14 +89,12 @@ def check_run(path):
 
 def views(config, args):
     """The run's evaluation clips, with the clips and crops the command line asks for."""
-    import dataclasses
-
     from preprocess.reader import ClipSpec
     if args.eval_clips is not None and args.eval_clips < 1:
-        raise cli.UsageError(f"--eval_clips must be at least 1, not {args.eval_clips}")
+        raise errors.UsageError(f"--eval_clips must be at least 1, not {args.eval_clips}")
     if args.batch_size is not None and args.batch_size < 1:
-        raise cli.UsageError(f"--batch_size must be at least 1, not {args.batch_size}")
-    spec = ClipSpec.for_run(config)[2]
+        raise errors.UsageError(f"--batch_size must be at least 1, not {args.batch_size}")
+    spec = ClipSpec.for_run(config).evaluation
     return dataclasses.replace(
         spec, num_clips=spec.num_clips if args.eval_clips is None else args.eval_clips,
         num_crops=spec.num_crops if args.eval_crops is None else args.eval_crops)
@@ -103,7 +102,6 @@ def views(config, args):
 
 def check_records(records, split, class_names, spec):
     """The records' manifest, once their split, classes and frame size fit the run."""
-    from preprocess import manifest as manifest_lib
     manifest = manifest_lib.read_manifest(records)
     manifest_lib.shard_paths(records, manifest, split)  # the split exists and has videos
     theirs = manifest["classes"]
@@ -119,13 +117,12 @@ def check_records(records, split, class_names, spec):
                 f"add {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}"
                 if extra else ""]))
             what = f"other classes than the run's ({what})"
-        raise cli.UsageError(f"{records} holds {what}; preprocess them with the run's "
-                             "classes.json as --class_names")
-    smallest = min((min(size) for size in manifest["geometry"]["frame_sizes"]), default=0)
-    if spec.image_size > smallest:
-        raise cli.UsageError(f"the run's {spec.image_size}-pixel clips are larger than the "
-                             f"{smallest}-pixel frames in {records}; preprocess them with "
-                             f"--image_size {spec.image_size} or more")
+        raise errors.UsageError(f"{records} holds {what}; preprocess them with the run's "
+                                "classes.json as --class_names")
+    manifest_lib.check_frame_size(
+        manifest, records, spec.image_size,
+        "the run's {size}-pixel clips are larger than the {smallest}-pixel frames in "
+        "{records}", "preprocess them with --image_size {size} or more")
     return manifest
 
 
@@ -137,21 +134,18 @@ def check_output_dir(args, run, spec):
             os.path.normpath(run.path) + "_eval",
             f"{records}_{args.split}_{spec.num_clips}x{spec.num_crops}")
     if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        raise cli.UsageError(f"--output_dir {args.output_dir} is a file; name a folder")
+        raise errors.UsageError(f"--output_dir {args.output_dir} is a file; name a folder")
     inside = os.path.realpath(args.output_dir)
     run_path = os.path.realpath(run.path)
     if os.path.commonpath([inside, run_path]) == run_path:
-        raise cli.UsageError(f"--output_dir {args.output_dir} is inside the run folder, which "
-                             "evaluate.py never changes; choose a folder outside it")
+        raise errors.UsageError(f"--output_dir {args.output_dir} is inside the run folder, "
+                                "which evaluate.py never changes; choose a folder outside it")
     return args.output_dir
 
 
 def print_summary(split, report, spec, report_files, seconds):
-    from model import TOP_K_ACCURACY
-    print(f"evaluate: {split} video accuracy {report['accuracy']:.3f} "
-          f"(clip {report['clip_accuracy']:.3f}, top-5 {report[TOP_K_ACCURACY]:.3f}, "
-          f"mean class {report['mean_class_accuracy']:.3f}) over {report['num_videos']} "
-          f"videos, {spec.num_clips} clip(s) x {spec.num_crops} crop(s)", flush=True)
+    print(f"evaluate: {evaluation.accuracy_summary(split, report)}, {spec.num_clips} clip(s) "
+          f"x {spec.num_crops} crop(s)", flush=True)
     print(f"evaluate: {report['num_videos']} videos, {report['num_clips']} clips in "
           f"{seconds:.1f} s ({report['num_videos'] / seconds:.2f} videos/s, "
           f"{report['num_clips'] / seconds:.1f} clips/s)", flush=True)

@@ -25,10 +25,12 @@ import os
 import sys
 import time
 
-from model import cli, quiet_tensorflow_logs  # light: no TensorFlow yet
+from model import quiet_tensorflow_logs  # light: no TensorFlow yet
+from model.inference import cli
+from preprocess import errors
 
 quiet_tensorflow_logs()  # before TensorFlow loads: no CUDA-probe errors on CPU machines
-from model.run_dir import RunDir  # noqa: E402
+from model.training.run_dir import RunDir  # noqa: E402
 
 # --timeline's own flags and their defaults, which are filled in after parsing so
 # that a flag given without --timeline is refused rather than ignored.
@@ -42,8 +44,8 @@ VIDEO_FIELDS = ("path", "top", "clips", "seconds")
 
 
 def build_parser():
-    parser = cli.ArgumentParser(prog="python scripts/predict.py",
-                                description=__doc__.split("\n\n")[0])
+    parser = errors.ArgumentParser(prog="python scripts/predict.py",
+                                   description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("inputs", nargs="*", metavar="VIDEO_OR_FOLDER",
         help="video files, and folders searched recursively for video files")
@@ -74,34 +76,34 @@ def check_args(args):
     """Refuses a bad request before any work; fills in the defaults that depend on others."""
     for flag, least in (("top", 1), ("batch_size", 1), ("workers", 1)):
         if getattr(args, flag) < least:
-            raise cli.UsageError(f"--{flag} must be at least {least}, not "
+            raise errors.UsageError(f"--{flag} must be at least {least}, not "
                                  f"{getattr(args, flag)}")
     if not args.inputs and args.list is None:
-        raise cli.UsageError("name video files or folders, or a --list file")
+        raise errors.UsageError("name video files or folders, or a --list file")
     given = [f"--{flag}" for flag in ("output_dir", *TIMELINE_FLAGS)
              if getattr(args, flag) is not None]
     if args.timeline:
         if args.output_dir is None:
-            raise cli.UsageError("--timeline writes its files into --output_dir; add one")
+            raise errors.UsageError("--timeline writes its files into --output_dir; add one")
         if args.output is not None:
-            raise cli.UsageError("--timeline writes into --output_dir, not --output; "
+            raise errors.UsageError("--timeline writes into --output_dir, not --output; "
                                  "drop --output")
         for flag, (default, _) in TIMELINE_FLAGS.items():
             if getattr(args, flag) is None:
                 setattr(args, flag, default)
         if args.stride <= 0:
-            raise cli.UsageError(f"--stride must be positive, not {args.stride}")
+            raise errors.UsageError(f"--stride must be positive, not {args.stride}")
         if not 0 <= args.threshold <= 1:
-            raise cli.UsageError(f"--threshold must be in [0, 1], not {args.threshold}")
+            raise errors.UsageError(f"--threshold must be in [0, 1], not {args.threshold}")
         if args.min_seconds < 0:
-            raise cli.UsageError(f"--min_seconds must be 0 or more, not {args.min_seconds}")
+            raise errors.UsageError(f"--min_seconds must be 0 or more, not {args.min_seconds}")
     elif given:
-        raise cli.UsageError(f"{given[0]} only works with --timeline; add --timeline or "
+        raise errors.UsageError(f"{given[0]} only works with --timeline; add --timeline or "
                              f"drop {given[0]}")
     for flag, path in (("--output", args.output), ("--output_dir", args.output_dir)):
         wanted = "a file" if flag == "--output" else "a folder"
         if path and os.path.exists(path) and os.path.isdir(path) != (flag == "--output_dir"):
-            raise cli.UsageError(f"{flag} {path} exists and is not {wanted}; name {wanted}")
+            raise errors.UsageError(f"{flag} {path} exists and is not {wanted}; name {wanted}")
     if args.format is None:
         args.format = "csv" if (args.output or "").lower().endswith(".csv") else "jsonl"
     run = RunDir(args.model)
@@ -110,13 +112,13 @@ def check_args(args):
 
 
 def main(argv=None):
-    return cli.run(predict, argv)
+    return errors.run_command(predict, argv)
 
 
 def predict(argv):
     args = check_args(build_parser().parse_args(argv))
     videos = cli.find_videos(args.inputs, args.list)
-    from model.inference import Predictor
+    from model.inference.predictor import Predictor
     predictor = Predictor(args.model, saved_model=args.saved_model)
     if args.timeline:
         failures = predict_timelines(predictor, videos, args)
@@ -130,7 +132,7 @@ def predict_whole_videos(predictor, videos, args):
     """Writes a row per video as it completes; returns the failures `[(path, reason)]`."""
     from tqdm import tqdm
 
-    from model.inference import RowWriter
+    from model.inference.predictor import RowWriter
     if args.output and os.path.dirname(args.output):
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
     failures, clips = [], 0
@@ -161,8 +163,8 @@ def predict_timelines(predictor, videos, args):
     """Writes each video's timeline files; returns the failures `[(path, reason)]`."""
     from tqdm import tqdm
 
-    from model import timeline
-    from model.inference import VIDEO_ERRORS, describe
+    from model.inference import timeline
+    from model.inference.predictor import VIDEO_ERRORS, describe
     os.makedirs(args.output_dir, exist_ok=True)
     failures = []
     for path, name in zip(videos, timeline.output_names(videos)):

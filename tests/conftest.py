@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic video sets, the real UCF101 clips, a Range-capable HTTP server."""
 
+import argparse
 import http.server
 import os
 import pathlib
@@ -42,16 +43,57 @@ def synthetic_dir(tmp_path_factory):
     return root / "UCF101"
 
 
+# The two-class set of `two_class_records`: its synthetic videos, split and frames, as
+# `python -m preprocess --per_class train=28,val=4,test=8 --image_size 54` would store them.
+TWO_CLASS_VIDEOS = dict(classes=("Grow", "SlideRight"), groups=10, clips_per_group=4,
+                        num_frames=30)
+TWO_CLASS_PER_CLASS = "train=28,val=4,test=8"
+TWO_CLASS_IMAGE_SIZE = 54
+
+
 def two_class_records(root, *extra):
     """Records of two classes told apart by motion alone (Grow, SlideRight): 28 train,
-    4 val and 8 test videos a class, frames 54 pixels high."""
-    from preprocess import pipeline, synthetic
-    synthetic.write_dataset(root / "videos", classes=("Grow", "SlideRight"),
-                            groups=10, clips_per_group=4, num_frames=30)
-    out = root / "records"
-    pipeline.run(["--source", str(root / "videos" / "UCF101"), "--output_dir", str(out),
-                  "--per_class", "train=28,val=4,test=8", "--image_size", "54", *extra])
-    return out
+    4 val and 8 test videos a class, frames 54 pixels high.
+
+    The videos are written to `root/videos/UCF101`, split by group as the Beam job
+    splits them (`preprocess.splits`) and encoded frame for frame as it encodes
+    them (`preprocess.video.encode_video`); the records are then written directly
+    (`records.write_records`), so no Beam job runs. `extra` takes the job's
+    `--num_shards N` (shards per split, default 1); Beam's own flags, such as
+    `--direct_running_mode`, change nothing here and are accepted.
+    """
+    from preprocess import layouts, sources, splits, synthetic, video
+    from records import write_records
+    parser = argparse.ArgumentParser(prog="two_class_records")
+    parser.add_argument("--num_shards", type=int, default=1)
+    parser.add_argument("--direct_running_mode")
+    args = parser.parse_args(extra)
+    synthetic.write_dataset(root / "videos", **TWO_CLASS_VIDEOS)
+    folder = root / "videos" / "UCF101"
+    source = sources.open_source(str(folder))
+    try:
+        listing = layouts.list_source(source)
+        classes, split_of, split_spec = splits.assign_splits(
+            listing.videos, classes=listing.classes, layout_spec=listing.split_spec,
+            per_class=splits.parse_per_class(TWO_CLASS_PER_CLASS), seed=0)
+        videos = []
+        for ref in listing.videos:
+            if ref.video_id not in split_of:
+                continue
+            with source.local_copy(ref) as path:
+                jpegs, _, _, fps = video.encode_video(
+                    path, resize="short_side", image_size=TWO_CLASS_IMAGE_SIZE,
+                    jpeg_quality=90, max_frames=1800)
+            videos.append(dict(video_id=ref.video_id, class_name=ref.class_name,
+                               group=ref.group, clip=ref.clip, split=split_of[ref.video_id],
+                               frames=jpegs, fps=fps))
+    finally:
+        source.close()
+    return write_records(root / "records", videos, classes=classes,
+                         num_shards=args.num_shards, source=folder, layout=listing.layout,
+                         split_spec=split_spec, image_size=TWO_CLASS_IMAGE_SIZE,
+                         jpeg_quality=90, max_frames=1800,
+                         options={"per_class": TWO_CLASS_PER_CLASS})
 
 
 @pytest.fixture(scope="session")

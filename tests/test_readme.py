@@ -9,7 +9,7 @@ import pytest
 
 import train
 from conftest import REPO
-from model import weights
+from model.network import weights
 from preprocess.synthetic import MOTION_CLASSES
 
 README = (REPO / "README.md").read_text()

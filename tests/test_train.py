@@ -17,9 +17,12 @@ import tensorflow as tf
 
 import train
 from conftest import REPO, SHARED_DATA, assert_one_line_error, two_class_records
-from model import build_model, evaluation, pretrained
-from model.inference import Predictor
-from model.run_dir import RunDir
+from model.network import pretrained
+from model.network.build import build_for_run, build_model
+from model.inference import evaluation
+from model.inference.predictor import Predictor
+from model.training.config import resolve_config
+from model.training.run_dir import RunDir
 from preprocess import reader
 from records import read_split
 
@@ -115,7 +118,7 @@ def _test_video(records, video_id, run_dir):
     """The source file of a video in the records fixture, and its record's clips."""
     source = records.parent / "videos" / "UCF101" / f"{video_id}.avi"
     spec = reader.ClipSpec.for_run(json.loads((run_dir / "config.json").read_text())
-                                   ["config"])[2]  # the run's evaluation clips
+                                   ["config"]).evaluation
     assert (spec.num_clips, spec.num_crops) == (2, 1)
     dataset = reader.make_dataset(records, "test", spec, batch_size=64, with_video_id=True)
     clips, labels, ids = next(iter(dataset))
@@ -192,25 +195,13 @@ def _old_schema_records(records, tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
+    # One of each kind of check, through main: the config's (the others are in
+    # tests/model/training/test_config.py), the records' (tests/preprocess/test_manifest.py),
+    # the cluster's and the weights'.
     (["--records", "{tmp}/missing"], "no manifest.json"),
-    (["--train_split", "holdout"], "no split 'holdout'"),
-    (["--image_size", "64"], "larger than the 54-pixel"),
-    (["--strategy", "multi_worker"], "needs TF_CONFIG"),
-    (["--strategy", "multi_worker", "--overwrite"],
-     "--overwrite cannot be used with --strategy multi_worker"),
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--samples_per_video", "0"], "--samples_per_video must be at least 1"),
-    (["--learning_rate", "0"], "--learning_rate must be"),
-    (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
-    (["--warmup_epochs", "3"], "must not exceed --epochs"),
-    (["--warmup_epochs", "1", "--schedule", "constant"], "--warmup_epochs needs --schedule cosine"),
-    (["--model", "tutorial", "--image_size", "48"], "drop --width_multiplier"),
-    (["--bn_epsilon", "0"], "--bn_epsilon must be positive"),
-    (["--model", "tutorial", "--width_multiplier", "1", "--init_from", "{repo}/README.md"],
-     "PyTorch weights do not fit the tutorial"),
-    (["--precise_bn_batches", "-1"], "--precise_bn_batches"),
-    (["--eval_checkpoint", "best", "--val_split", "test"],
-     "--eval_checkpoint best needs a validation split"),
+    (["--image_size", "64"], "--image_size 64 is larger than the 54-pixel frames"),
+    (["--strategy", "multi_worker"], "needs TF_CONFIG"),
     (["--init_from", "{tmp}/nothing.pth"], "nothing.pth does not exist"),
     (["--init_from", "{repo}/README.md"], "not a PyTorch checkpoint"),
     (["--model", "r2plus1d_18", "--init_from", "{shared}/torch_checkpoints/malicious_zip.pth"],
@@ -271,18 +262,18 @@ def test_init_from_a_run_starts_from_its_weights(records, tmp_path):
     clips = np.random.default_rng(0).integers(0, 256, (4, 8, 48, 48, 3), dtype=np.uint8)
     source = _small_source(tmp_path, 2)
     for init_from in (source, source / "model.keras"):  # a run folder, or a .keras file
-        config = train.resolve_config(["--records", str(records), "--output_dir",
+        config = resolve_config(["--records", str(records), "--output_dir",
                                        str(tmp_path / "run"), *TRAIN_ARGS,
                                        "--init_from", str(init_from)])
-        network = train.make_network(config, 2, RunDir(tmp_path / "run"))
+        network = build_for_run(config, 2, RunDir(tmp_path / "run"))
         expected = keras.saving.load_model(source / "model.keras").predict(clips, verbose=0)
         np.testing.assert_array_equal(network.predict(clips, verbose=0), expected)
     # Another architecture is refused by name.
-    config = train.resolve_config(["--records", str(records), "--output_dir",
+    config = resolve_config(["--records", str(records), "--output_dir",
                                    str(tmp_path / "run"), *TRAIN_ARGS, "--width_multiplier",
                                    "0.5", "--init_from", str(source)])
     with pytest.raises(pretrained.WeightsError, match="--width_multiplier"):
-        train.make_network(config, 2, RunDir(tmp_path / "run"))
+        build_for_run(config, 2, RunDir(tmp_path / "run"))
 
 
 @pytest.mark.slow
@@ -381,7 +372,7 @@ def test_misspelt_and_abbreviated_flags_are_refused_in_one_line(records, tmp_pat
 
 def test_an_nvidia_gpu_tensorflow_cannot_see_stops_the_run(records, tmp_path, capsys,
                                                            monkeypatch):
-    from model import precision
+    from model.training import precision
     monkeypatch.setattr(precision, "nvidia_driver_present", lambda: True)
     monkeypatch.setattr(precision, "visible_gpus", lambda: [])  # as a CPU-only TensorFlow
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -425,7 +416,7 @@ def test_two_replicas_train_evaluate_and_export_like_one_device(records, tmp_pat
 
     # The exported weights, evaluated here on one device, give the same report.
     config = json.loads((run_dir / "config.json").read_text())["config"]
-    spec = reader.ClipSpec.for_run(config)[2]
+    spec = reader.ClipSpec.for_run(config).evaluation
     dataset = reader.make_dataset(records, "test", spec, batch_size=5, with_video_id=True)
     model = keras.saving.load_model(run_dir / "model.keras")
     report, _ = evaluation.classification_report(
@@ -436,10 +427,10 @@ def test_two_replicas_train_evaluate_and_export_like_one_device(records, tmp_pat
 def test_precise_statistics_depend_only_on_the_seed_and_weights(records):
     # A resumed run recomputes its statistics on a new dataset object in a new
     # process: they must be those of an uninterrupted run, bit for bit.
-    from model.precise_bn import PreciseBatchNorm
-    config = train.resolve_config(["--records", str(records), "--output_dir", "unused",
+    from model.training.precise_bn import PreciseBatchNorm
+    config = resolve_config(["--records", str(records), "--output_dir", "unused",
                                    *TRAIN_ARGS, "--batch_size", "4"])
-    spec = reader.ClipSpec.for_run(config)[0]
+    spec = reader.ClipSpec.for_run(config).training
     keras.utils.set_random_seed(0)
     model = build_model("r2plus1d_10", 2, 8, 48, width_multiplier=0.25)
 
@@ -461,9 +452,9 @@ def test_init_from_a_keras_file_builds_the_network_as_its_source_was(records, tm
     source = build_model("r2plus1d_10", 2, 8, 48, width_multiplier=0.25, bn_epsilon=1e-5,
                          padding="symmetric", input_stats=((0.4, 0.4, 0.4), (0.2, 0.25, 0.3)))
     source.save(tmp_path / "source.keras")
-    config = train.resolve_config(["--records", str(records), "--output_dir", "unused",
+    config = resolve_config(["--records", str(records), "--output_dir", "unused",
                                    *TRAIN_ARGS, "--init_from", str(tmp_path / "source.keras")])
-    network = train.make_network(config, 2, RunDir(tmp_path / "run"))
+    network = build_for_run(config, 2, RunDir(tmp_path / "run"))
     clips = np.random.default_rng(0).integers(0, 256, (2, 8, 48, 48, 3), dtype=np.uint8)
     np.testing.assert_allclose(np.asarray(network(clips)), np.asarray(source(clips)),
                                rtol=1e-5, atol=1e-5)

@@ -1,0 +1,148 @@
+"""The run folder: the one place that names what `train.py` writes and reads back.
+
+    runs/r18/
+        config.json            every resolved option, the run's identity, versions
+        architecture.json      the network's Keras config, which a resumed run rebuilds
+        checkpoints/last.keras, checkpoints/best.keras
+        backup/                Keras BackupAndRestore state (resume after a kill)
+        logs/                  TensorBoard
+        history.csv, metrics.json, learning_curves.png, confusion_matrix.png
+        model.keras, saved_model/, classes.json      the exports inference needs
+
+A run's identity is every option that changes what it computes plus the
+records' fingerprint; the identical command resumes a run, another identity
+is refused unless it starts over.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+
+from preprocess import __version__
+from preprocess.errors import UserError
+from preprocess.manifest import MANIFEST_NAME
+
+# Options that do not change what a run computes; a resume may differ in them.
+NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu")
+# What inference needs of the manifest to turn a new video into frames the same way.
+MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames",
+                         "encoding", "created", "schema_version")
+
+
+class RunDirError(UserError):
+    """A run folder that cannot be used as asked."""
+
+
+class RunDir:
+    """Paths of one run folder, and its `config.json`.
+
+    Args:
+        path: the folder (created by `prepare`).
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        join = lambda *names: os.path.join(self.path, *names)  # noqa: E731
+        self.config = join("config.json")
+        self.architecture = join("architecture.json")
+        self.last_checkpoint = join("checkpoints", "last.keras")
+        self.best_checkpoint = join("checkpoints", "best.keras")
+        self.backup = join("backup")
+        self.logs = join("logs")
+        self.history = join("history.csv")
+        self.metrics = join("metrics.json")
+        self.learning_curves = join("learning_curves.png")
+        self.confusion_matrix = join("confusion_matrix.png")
+        self.model = join("model.keras")
+        self.saved_model = join("saved_model")
+        self.classes = join("classes.json")
+
+    def is_complete(self, identity):
+        """Whether the folder holds a finished run of this identity (its metrics are last)."""
+        return (os.path.exists(self.metrics) and os.path.exists(self.config)
+                and self.read_config().get("identity") == identity)
+
+    def prepare(self, identity, overwrite=False):
+        """Makes the folder; refuses one that holds a run of another identity.
+
+        With `overwrite`, an existing folder is emptied first.
+        """
+        if overwrite and os.path.isdir(self.path):
+            shutil.rmtree(self.path)
+        elif os.path.exists(self.config):
+            previous = self.read_config().get("identity") or {}
+            if previous != identity:
+                changed = sorted(k for k in set(previous) | set(identity)
+                                 if previous.get(k) != identity.get(k))
+                raise RunDirError(f"{self.path} holds a run of another configuration "
+                                  f"({', '.join(changed)} differ); pass --overwrite to "
+                                  "start over or choose another --output_dir")
+        os.makedirs(self.path, exist_ok=True)
+
+    def write_config(self, config, identity, **facts):
+        """Writes `config.json`: the options, the identity, versions and `facts`."""
+        import keras
+        import tensorflow as tf
+        record = {"identity": identity, "config": config, **facts,
+                  "versions": {"twoplusone": __version__, "tensorflow": tf.__version__,
+                               "keras": keras.__version__,
+                               "python": platform.python_version()}}
+        with open(self.config, "w") as handle:
+            json.dump(record, handle, indent=2)
+
+    def read_config(self):
+        """The dict `write_config` wrote; `RunDirError` when there is none."""
+        if not os.path.exists(self.config):
+            raise RunDirError(f"{self.config} is missing; point at a run folder that "
+                              "train.py wrote")
+        with open(self.config) as handle:
+            return json.load(handle)
+
+    def write_architecture(self, model):
+        """Writes the model's architecture; atomically, since a kill may come at any time."""
+        partial = self.architecture + ".partial"
+        with open(partial, "w") as handle:
+            handle.write(model.to_json())
+        os.replace(partial, self.architecture)
+
+    def read_architecture(self):
+        """The model `write_architecture` described, with fresh weights."""
+        import keras
+
+        import model.network.layers  # noqa: F401  registers our layers
+        with open(self.architecture) as handle:
+            return keras.models.model_from_json(handle.read())
+
+    def resume_epoch(self):
+        """The number of epochs the `BackupAndRestore` backup has completed (0: none)."""
+        path = os.path.join(self.backup, "training_metadata.json")
+        if not os.path.exists(path):
+            return 0
+        with open(path) as handle:
+            return int(json.load(handle).get("epoch", 0))
+
+    def require(self, *paths):
+        """Raises `RunDirError` naming the first of `paths` that is missing."""
+        for path in paths:
+            if not os.path.exists(path):
+                raise RunDirError(f"{path} is missing; point at a run folder that "
+                                  "train.py finished")
+
+
+def identity(config, records_dir):
+    """What makes two runs the same run: the computing options and the records."""
+    return {**{k: v for k, v in config.items() if k not in NOT_IDENTITY},
+            "records_fingerprint": fingerprint(records_dir)}
+
+
+def fingerprint(records_dir):
+    """A short hash of the records' manifest, which names every shard and count."""
+    import tensorflow as tf
+    with tf.io.gfile.GFile(os.path.join(records_dir, MANIFEST_NAME), "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()[:16]
+
+
+def manifest_summary(manifest):
+    return {k: manifest[k] for k in MANIFEST_SUMMARY_KEYS}
