@@ -123,3 +123,69 @@ def parse_video_example(serialized, context_keys=None):
                           for key in keys},
         sequence_features={IMAGE_ENCODED: tf.io.FixedLenSequenceFeature([], tf.string)})
     return {**context, IMAGE_ENCODED: sequence[IMAGE_ENCODED]}
+
+
+# Reading back what `encode_video_example` wrote, without TensorFlow: the
+# index of a shard (`preprocess.index`) records where each frame's JPEG lies.
+
+def _read_varint(data, pos):
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data, start=0, end=None):
+    """`(number, start, end)` of each length-delimited field of a message."""
+    pos, end = start, len(data) if end is None else end
+    while pos < end:
+        tag, pos = _read_varint(data, pos)
+        if tag & 7 != 2:
+            raise ValueError(f"field {tag >> 3} is not length-delimited; not a record of ours")
+        length, pos = _read_varint(data, pos)
+        yield tag >> 3, pos, pos + length
+        pos += length
+
+
+def _only(data, start, end, number):
+    """The span of the one field `number` inside `data[start:end]`."""
+    for field, a, b in _fields(data, start, end):
+        if field == number:
+            return a, b
+    raise ValueError(f"field {number} missing; not a record of ours")
+
+
+def describe_video_example(serialized):
+    """The context values and the JPEG spans of one record that `encode_video_example` wrote.
+
+    Returns:
+        `(context, spans)`: the context features by key (ints, floats and
+        strings), and `(start, length)` of each frame's JPEG bytes within
+        `serialized`, in frame order.
+    """
+    data = memoryview(serialized)
+    context, spans = {}, []
+    for number, start, end in _fields(data):
+        for _, entry_start, entry_end in _fields(data, start, end):  # map entries
+            key = bytes(data[slice(*_only(data, entry_start, entry_end, 1))]).decode()
+            value = _only(data, entry_start, entry_end, 2)
+            if number == 1 and key in CONTEXT_TYPES:
+                kind, a, b = next(_fields(data, *value))  # the Feature's one list
+                payload = _only(data, a, b, 1)
+                if kind == 1:
+                    context[key] = bytes(data[slice(*payload)]).decode()
+                elif kind == 2:
+                    context[key] = struct.unpack("<f", data[slice(*payload)])[0]
+                else:
+                    number_value = _read_varint(data, payload[0])[0]
+                    context[key] = number_value - (1 << 64) if number_value >> 63 else number_value
+            elif number == 2 and key == IMAGE_ENCODED:
+                for _, a, b in _fields(data, *value):  # one Feature per frame
+                    bytes_list = _only(data, a, b, 1)
+                    jpeg = _only(data, *bytes_list, 1)
+                    spans.append((jpeg[0], jpeg[1] - jpeg[0]))
+    return context, spans

@@ -25,6 +25,7 @@ fragments are removed when the job ends.
 import bisect
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import itertools
 import math
@@ -35,12 +36,12 @@ import google_crc32c
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from preprocess import index as index_lib
 from preprocess import manifest as manifest_lib
 
 FRAGMENTS = "_fragments"
 # Aim for shards of 100-200 MB, the size tf.data reads efficiently from GCS.
 TARGET_SHARD_BYTES = 150e6
-_COPY_CHUNK = 8 << 20
 _RAW = CompressionTypes.UNCOMPRESSED
 
 
@@ -179,9 +180,15 @@ def _merge(records):
 
 
 def write_shard(plan):
-    """Writes one shard by copying its byte ranges; returns its entry for the manifest."""
+    """Writes one shard by copying its records, and its index; returns its manifest entry.
+
+    The index (`preprocess.index`) is written after the shard is whole, from
+    the records as they are copied, so it never describes other bytes.
+    """
+    create = functools.partial(FileSystems.create, compression_type=_RAW)
+    index = index_lib.IndexWriter(create, plan.path)
     with contextlib.ExitStack() as stack:
-        out = stack.enter_context(FileSystems.create(plan.path, compression_type=_RAW))
+        out = stack.enter_context(create(plan.path))
         opened = {}  # a shuffled shard takes many ranges from each fragment: open it once
         for path, start, end in plan.ranges:
             if path not in opened:
@@ -189,12 +196,20 @@ def write_shard(plan):
                     FileSystems.open(path, compression_type=_RAW))
             handle = opened[path]
             handle.seek(start)
-            left = end - start
-            while left:
-                chunk = handle.read(min(left, _COPY_CHUNK))
-                if not chunk:
-                    raise IOError(f"fragment {path} ends before byte {end}")
-                out.write(chunk)
-                left -= len(chunk)
+            while start < end:
+                header = _read_exactly(handle, 12, path, end)
+                framed = header + _read_exactly(
+                    handle, struct.unpack("<Q", header[:8])[0] + 4, path, end)
+                out.write(framed)
+                index.add(framed)
+                start += len(framed)
+    index.close()
     return {"split": plan.split, "path": plan.path, "records": plan.records,
             "bytes": plan.bytes}
+
+
+def _read_exactly(handle, size, path, end):
+    data = handle.read(size)
+    if len(data) != size:
+        raise IOError(f"fragment {path} ends before byte {end}")
+    return data

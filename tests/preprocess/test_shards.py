@@ -16,6 +16,13 @@ from preprocess import manifest as manifest_lib
 from preprocess import reader, schema, shards
 
 
+def _example(payload):
+    """A record of ours whose one frame is `payload`, and whose video id is its hex."""
+    return schema.encode_video_example([payload], label=0, label_text="c",
+                                       video_id=payload.hex(), group=-1, clip=-1,
+                                       height=2, width=3, fps=25.0)
+
+
 def _fragments(tmp_path, layout):
     """Writes fragments through `FragmentWriter`: `layout` is a list of bundles,
     each a list of `(split, payload)`."""
@@ -23,13 +30,16 @@ def _fragments(tmp_path, layout):
     for bundle in layout:
         writer = shards.FragmentWriter(str(tmp_path))
         for split, payload in bundle:
-            writer.write(split, payload.decode(), payload, ("c", 1, 2, 3))
+            writer.write(split, payload.hex(), _example(payload), ("c", 1, 2, 3))
         fragments += writer.close()
     return fragments
 
 
 def _read(path):
-    return [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
+    """The payloads of a shard's records, read by TensorFlow (which checks every CRC)."""
+    records = [record.numpy() for record in tf.data.TFRecordDataset(str(path))]
+    return [bytes.fromhex(schema.describe_video_example(r)[0][schema.VIDEO_ID])
+            for r in records]
 
 
 def test_framing_is_tfrecord():
@@ -40,7 +50,7 @@ def test_framing_is_tfrecord():
             out.write(shards.tfrecord(payload))
     try:
         # TensorFlow checks both CRCs of every record.
-        assert _read(path) == payloads
+        assert [r.numpy() for r in tf.data.TFRecordDataset(path)] == payloads
     finally:
         os.remove(path)
 
@@ -64,7 +74,7 @@ def test_plans_cover_every_record_once_in_balanced_shards(tmp_path):
     assert [e["records"] for e in entries] == [1] + [len(_read(e["path"])) for e in entries[1:]]
     assert [e["bytes"] for e in entries] == [os.path.getsize(e["path"]) for e in entries]
     shard_bytes = [e["bytes"] for e in entries[1:]]
-    assert max(shard_bytes) - min(shard_bytes) <= max(len(p) for p in expected) + 16
+    assert max(shard_bytes) - min(shard_bytes) <= max(len(_example(p)) for p in expected) + 16
 
 
 def test_shard_count_is_capped_and_sized_by_bytes(tmp_path, monkeypatch):
@@ -73,11 +83,12 @@ def test_shard_count_is_capped_and_sized_by_bytes(tmp_path, monkeypatch):
     assert len(plans) == 5 and all(p.records == 1 for p in plans)  # never an empty shard
     # Cuts follow bytes, not record counts: a big record fills a shard alone.
     # (In id order here, to see the cuts alone.)
-    monkeypatch.setattr(shards, "shuffle_key", lambda seed, split, video_id: video_id)
+    monkeypatch.setattr(shards, "shuffle_key",
+                        lambda seed, split, video_id: bytes.fromhex(video_id))
     skewed = _fragments(tmp_path, [[("all", b"big" * 100)] + [("all", bytes([i])) for i in
                                                                 range(5)]])
     assert [p.records for p in shards.plan_shards(skewed, str(tmp_path), {"all": 2})] == [5, 1]
-    monkeypatch.setattr(shards, "TARGET_SHARD_BYTES", 2100)
+    monkeypatch.setattr(shards, "TARGET_SHARD_BYTES", 2.1 * fragments[0].sizes[0])
     plans = shards.plan_shards(fragments, str(tmp_path), {"all": 0})
     assert [p.records for p in plans] == [2, 2, 1]
 
