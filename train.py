@@ -38,6 +38,7 @@ def main(argv=None):
 
 
 def command(argv):
+    """Checks the command line, sets the environment TensorFlow reads, then runs."""
     config = resolve_config(argv, description=__doc__.split("\n\n")[0])
     # Must precede TensorFlow's import: quiet C++ logs; and oneDNN's bf16 Conv3D
     # CPU kernels give NaN gradients for some shapes (TF 2.21), so bf16 on a

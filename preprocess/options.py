@@ -6,6 +6,7 @@ job's flags and parses the split request once.
 """
 
 import dataclasses
+import importlib
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import (DirectOptions, PipelineOptions,
@@ -17,6 +18,8 @@ from preprocess.sources import is_remote_url
 
 # The command that installs Beam's filesystem of a remote scheme (setup.py's extras).
 FILESYSTEM_EXTRAS = {"gs": "pip install -e .[gcp]"}
+# The client library each such filesystem needs at its first use.
+FILESYSTEM_CLIENTS = {"gs": "google.cloud.storage"}
 # The flags that name a file or folder, which may be remote.
 PATH_FLAGS = ("source", "output_dir", "split_lists", "annotations", "class_names")
 
@@ -238,7 +241,9 @@ def check_args(args):
 def check_filesystems(args):
     """Refuses a remote path (`gs://...`) whose Beam filesystem is not installed.
 
-    Beam would fail deep inside the listing or the output check instead.
+    Beam would fail deep inside the listing or the output check instead. Beam
+    registers its gs:// filesystem even without the Google Cloud client, which
+    only fails at the first use, so the client's import is checked too.
     """
     for flag in PATH_FLAGS:
         path = getattr(args, flag)
@@ -247,7 +252,9 @@ def check_filesystems(args):
             continue
         try:
             FileSystems.get_filesystem(path)
-        except ValueError:
+            if scheme in FILESYSTEM_CLIENTS:
+                importlib.import_module(FILESYSTEM_CLIENTS[scheme])
+        except (ValueError, ImportError):
             fix = (f"run {FILESYSTEM_EXTRAS[scheme]}" if scheme in FILESYSTEM_EXTRAS
                    else "install the apache-beam extra that provides it")
             raise PreprocessError(f"--{flag} {path} needs Beam's {scheme}:// filesystem, "

@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 
 from preprocess import __version__
+from preprocess import index as index_lib
 from preprocess import manifest as manifest_lib
 from preprocess import options, schema, shards
 from preprocess.errors import PreprocessError
@@ -28,7 +29,7 @@ def prepare_output_dir(output_dir, overwrite):
     """Refuses to mix runs: an output with records needs `--overwrite`, which clears it."""
     old = [m.path for pattern in (manifest_lib.MANIFEST_NAME,
                                   "*/*" + manifest_lib.RECORD_SUFFIX,
-                                  *JOB_OUTPUTS.values())
+                                  "*/*" + index_lib.SUFFIX, *JOB_OUTPUTS.values())
            for m in FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list]
     if old and not overwrite:
         raise PreprocessError(f"{output_dir} already holds records; pass --overwrite "
