@@ -13,6 +13,7 @@ This file wires the parts together: every default, preset and flag lives in
 `model.training.fit`.
 """
 
+import contextlib
 import json
 import os
 import sys
@@ -20,13 +21,15 @@ import warnings
 
 # Light imports only: TensorFlow loads after the command line is checked and
 # the environment it reads at import is set (see main).
-from model import quiet_tensorflow_logs
+from model import import_tensorflow, quiet_tensorflow_logs
 from model.inference import evaluation
 from model.network import pretrained
 from model.network.build import build_for_run
 from model.training import data, fit, run_dir
+from model.training.cluster import Cluster
 from model.training.config import resolve_config
 from preprocess import manifest as manifest_lib
+from preprocess.folder_lock import FolderLock
 from preprocess.errors import USAGE_STATUS, UserError, run_command
 
 NAN_LOSS_STATUS = 3  # a run that diverged: not a misuse, and worth telling apart
@@ -90,17 +93,9 @@ def _has_accelerator_hint():
 
 def run(config):
     """Trains, evaluates and exports one run; returns its metrics (None on a non-chief worker)."""
-    # TensorFlow loads here, once main has set the environment it reads.
-    from model.inference import export
-    from model.training import multi_worker
-    from model.training.precision import check_gpu_visible
-    from preprocess.reader import ClipSpec
-    # Keras warns whenever a finite dataset ends, which validation sets do by design.
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
-
-    # --- Config: check everything before any work: devices, cluster, records, run folder.
-    check_gpu_visible(config["allow_cpu"])
-    cluster = multi_worker.Cluster() if config["strategy"] == "multi_worker" else None
+    # --- Config: everything that can be checked is, before TensorFlow loads, so a
+    # refusal comes at once: the cluster, the records, the run folder and its writer.
+    cluster = Cluster() if config["strategy"] == "multi_worker" else None
     manifest = manifest_lib.read_manifest(config["records"])
     val_split, test_split = manifest_lib.check_request(manifest, config,
                                                        cluster and cluster.num_workers)
@@ -109,8 +104,24 @@ def run(config):
     if not config["overwrite"] and folder.is_complete(identity):
         return report_complete(folder)
     chief = cluster is None or cluster.is_chief
-    if chief:  # the other workers only read the run folder
-        folder.prepare(identity, config["overwrite"])
+    # One writer per run folder: the chief, for as long as the run lasts; its
+    # workers share the folder, a second run is refused here.
+    with FolderLock(folder.path) if chief else contextlib.nullcontext():
+        if chief:
+            folder.prepare(identity, config["overwrite"])
+        import_tensorflow()
+        return train(config, cluster, manifest, folder, identity, val_split, test_split)
+
+
+def train(config, cluster, manifest, folder, identity, val_split, test_split):
+    """The run once its folder is held: data, model, fit, evaluation, export."""
+    from model.inference import export
+    from model.training.precision import check_gpu_visible
+    from preprocess.reader import ClipSpec
+    # Keras warns whenever a finite dataset ends, which validation sets do by design.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    check_gpu_visible(config["allow_cpu"])
+    chief = cluster is None or cluster.is_chief
     done = folder.resume_epoch()
     if config["init_from"] and not done:
         check_init_from(config)

@@ -153,6 +153,12 @@ class _Files:
                               "after its index was checked; copy it again")
         return data
 
+    def exists(self, path):
+        if _is_local(path):
+            return os.path.exists(path)
+        import tensorflow as tf
+        return tf.io.gfile.exists(path)
+
     def size(self, path):
         if _is_local(path):
             return os.path.getsize(path)
@@ -200,6 +206,9 @@ class SplitIndex:
     def _read(self, shard_path):
         path = index_path(shard_path)
         files = self.files
+        if not files.exists(path):
+            raise IndexMismatchError(f"{shard_path} has no index beside it; preprocess again "
+                                     "to write one, or read the shards whole")
         header = files.read(path, 0, _HEADER.size)
         magic, size, print_, count, ids_bytes = _HEADER.unpack(header)
         if magic != MAGIC:
@@ -223,6 +232,17 @@ class SplitIndex:
             ids.append(raw[at:at + length].decode("utf-8"))
             at += length
         return table, ids
+
+    def frames(self, shard, frames_at, indices):
+        """`read_frames` as a TensorFlow op: a string tensor of the shape of `indices`.
+
+        A Python function inside the graph (`tf.numpy_function`): tf.data
+        runs it on its map threads, and it holds the GIL only between reads.
+        """
+        import tensorflow as tf
+        jpegs = tf.numpy_function(self.read_frames, [shard, frames_at, indices], tf.string,
+                                  stateful=False)
+        return tf.ensure_shape(jpegs, indices.shape)
 
     def read_frames(self, shard, frames_at, indices):
         """The JPEG bytes of frames `indices` of one record, checked against their CRCs.

@@ -45,21 +45,36 @@ def write_manifest(output_dir, manifest):
         handle.write(json.dumps(manifest, indent=2, sort_keys=False).encode("utf-8"))
 
 
+def read_bytes(path):
+    """A small file's bytes, or None if it is missing: local paths without TensorFlow,
+    so that a command line's records are checked before it loads; `gs://` with it."""
+    if "://" not in str(path):
+        try:
+            with open(path, "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+    import tensorflow as tf
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        return handle.read()
+
+
 def read_manifest(records_dir):
     """Reads and checks `manifest.json`; raises `ManifestError` with the fix."""
-    import tensorflow as tf
     path = os.path.join(records_dir, MANIFEST_NAME)
-    if not tf.io.gfile.exists(path):
+    text = read_bytes(path)
+    if text is None:
         raise ManifestError(f"no {MANIFEST_NAME} in {records_dir}; run "
                             "`python -m preprocess --source SRC --output_dir "
                             f"{records_dir}` first (or finish the run that was "
                             "interrupted)")
-    with tf.io.gfile.GFile(path) as handle:
-        try:
-            manifest = json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ManifestError(f"{path} is not valid JSON ({error}); "
-                                "preprocess again with --overwrite") from None
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"{path} is not valid JSON ({error}); "
+                            "preprocess again with --overwrite") from None
     version = manifest.get("schema_version")
     if version != schema.SCHEMA_VERSION:
         raise ManifestError(f"{records_dir} holds records of schema version {version}, "

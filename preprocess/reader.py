@@ -17,8 +17,10 @@ import math
 import os
 import typing
 
+import numpy as np
 import tensorflow as tf
 
+from preprocess import index as index_lib
 from preprocess import manifest as manifest_lib
 from preprocess import schema
 
@@ -353,8 +355,12 @@ class ClipSpec:
     # Uniform floats a training clip draws: step, start, 4 for the window, flip.
     DRAWS = 7
 
-    def random_clip(self, encoded, video_frames, height, width, draws):
-        """One training clip from `DRAWS` uniform floats: start, step, crop window, flip."""
+    def random_clip(self, frames, video_frames, height, width, draws):
+        """One training clip from `DRAWS` uniform floats: start, step, crop window, flip.
+
+        `frames` is every JPEG of the video, or a function that reads the
+        JPEGs at given indices (the ranged read of an indexed shard).
+        """
         indices = random_clip_indices(video_frames, self.num_frames, self.frame_step,
                                       self.step_jitter, draws[0:2])
         if self.crop_scale is None:
@@ -362,30 +368,38 @@ class ClipSpec:
             window = random_square_window(height, width, self.image_size, draws[2:4])
         else:
             window = random_crop_window(height, width, self.crop_scale, draws=draws[2:6])
-        clip = decode_clip(encoded, indices, window, self.image_size,
+        clip = decode_clip(*_chosen(frames, indices), window, self.image_size,
                            resize=self.crop_scale is not None)
         if self.flip:
             clip = tf.cond(draws[6] < 0.5, lambda: flip_left_right(clip), lambda: clip)
         return clip
 
-    def cut(self, encoded, height, width, seed=None):
+    def cut(self, frames, height, width, seed=None, video_frames=None):
         """Clips `[clips_per_video, T, S, S, 3]` from a video's JPEG frames `[N]`.
 
         This is all the reader does once a record is parsed; prediction calls
         it on the frames of a new video directly. `seed` (training only) is a
-        stateless seed `[2]`; None draws one.
+        stateless seed `[2]`; None draws one. `frames` may also be a function
+        that reads the JPEGs at given indices, with the video's length in
+        `video_frames`.
         """
-        video_frames = tf.shape(encoded)[0]
+        if video_frames is None:
+            video_frames = tf.shape(frames)[0]
         if self.training:
             draws = uniform_draws(seed, [self.samples_per_video, self.DRAWS])
-            return tf.stack([self.random_clip(encoded, video_frames, height, width, draws[i])
+            return tf.stack([self.random_clip(frames, video_frames, height, width, draws[i])
                              for i in range(self.samples_per_video)])
         indices = even_clip_indices(video_frames, self.num_frames, self.frame_step,
                                     self.num_clips)
         windows = square_crop_windows(height, width, self.num_crops,
                                       self.eval_side(height, width))
+        if callable(frames):  # one read of every clip's frames
+            frames, indices = frames(indices), tf.tile(
+                tf.range(self.num_frames)[None], [self.num_clips, 1])
+            return tf.concat([decode_crops(frames[c], indices[c], windows, self.image_size)
+                              for c in range(self.num_clips)], axis=0)
         # Clip-major, crop-minor: each clip position's frames are decoded once.
-        return tf.concat([decode_crops(encoded, indices[c], windows, self.image_size)
+        return tf.concat([decode_crops(frames, indices[c], windows, self.image_size)
                           for c in range(self.num_clips)], axis=0)
 
     def __call__(self, serialized, seed=None, with_video_id=True):
@@ -399,27 +413,45 @@ class ClipSpec:
         video = schema.parse_video_example(
             serialized, keys + ((schema.VIDEO_ID,) if with_video_id else ()))
         frames = video[schema.IMAGE_ENCODED]
-        height = tf.cast(video[schema.HEIGHT], tf.int32)
-        width = tf.cast(video[schema.WIDTH], tf.int32)
-        label = tf.cast(video[schema.LABEL_INDEX], tf.int32)
-        video_id = video.get(schema.VIDEO_ID)
+        return self.clips(frames, tf.shape(frames)[0], tf.cast(video[schema.HEIGHT], tf.int32),
+                          tf.cast(video[schema.WIDTH], tf.int32),
+                          tf.cast(video[schema.LABEL_INDEX], tf.int32), seed,
+                          video.get(schema.VIDEO_ID))
+
+    def clips(self, frames, video_frames, height, width, label, seed=None, video_id=None):
+        """What `__call__` yields, from a video's frames (or a reader of them) and facts."""
         count = self.clips_per_video
         if count > 1:
-            clips = self.cut(frames, height, width, seed)
+            clips = self.cut(frames, height, width, seed, video_frames)
             label = tf.fill([count], label)
             video_id = None if video_id is None else tf.fill([count], video_id)
         elif self.training:
-            clips = self.random_clip(frames, tf.shape(frames)[0], height, width,
+            clips = self.random_clip(frames, video_frames, height, width,
                                      uniform_draws(seed, [self.DRAWS]))
         else:
-            clips = self.cut(frames, height, width)[0]
+            clips = self.cut(frames, height, width, video_frames=video_frames)[0]
         return (clips, label) if video_id is None else (clips, label, video_id)
+
+
+def _chosen(frames, indices):
+    """`(jpegs, indices into them)` for `decode_clip`: every frame and the clip's
+    indices, or, from a reading function, just the clip's frames, in order."""
+    if callable(frames):
+        return frames(indices), tf.range(indices.shape[0])
+    return frames, indices
 
 
 def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
                  with_video_id=False, skip_corrupt=False, repeat=False, seed=None,
-                 reshuffle=True, deterministic=None, input_shard=None):
+                 reshuffle=True, deterministic=None, input_shard=None, ranged=None):
     """A `tf.data.Dataset` of `(clips, labels)` batches from a records folder.
+
+    Records whose shards have indexes (`preprocess.index`) are read by range:
+    each clip reads only its frames' bytes, and training visits the videos in
+    a uniform random order of the whole split, drawn afresh each pass, with
+    no shuffle buffer. Older records are read whole, shard by shard: a few
+    shards at once through a buffer of `shuffle_buffer` videos, which is fair
+    because the job writes every shard as a random sample of its split.
 
     Args:
         records_dir: a folder written by `python -m preprocess`.
@@ -444,6 +476,10 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
         input_shard: `(index, count)`: read only every count-th shard file from
             index, as one of `count` input pipelines (one per worker) does.
             Defaults to None, all shards.
+        ranged: read clips by range from the shards' indexes: None where every
+            shard has one, False to read records whole (a tf.data service
+            cannot ship the ranged read, a Python function), True to require it.
+            Defaults to None.
 
     Returns:
         A dataset of `(clips, labels)` or `(clips, labels, video_ids)`;
@@ -452,6 +488,7 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
     Raises:
         ManifestError: the folder, split or schema version is unusable, or a
             shard is not the size the manifest recorded.
+        IndexMismatchError: an index that does not belong to its shard.
     """
     records_dir = str(records_dir)
     training = spec.training
@@ -470,6 +507,45 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
             "plain random crops of {size} pixels do not fit the {smallest}-pixel frames in "
             "{records}", "lower image_size, or preprocess with a larger --image_size")
 
+    if ranged is None:
+        ranged = index_lib.has_indexes(shards)
+    if ranged:
+        table = index_lib.SplitIndex(shards)
+        videos = _indexed_videos(table, training, seed, reshuffle, repeat)
+    else:
+        videos = _whole_records(shards, training, seed, reshuffle, repeat, shuffle_buffer,
+                                deterministic, skip_corrupt)
+    single = spec.clips_per_video == 1
+    if training:
+        # One stateless seed per video read, from the dataset's seed: the same
+        # seed gives the same clips, however many threads cut them.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
+        seeds = seeds.batch(2)
+        videos = tf.data.Dataset.zip(videos, seeds)
+
+    def cut(video, element_seed=None):
+        if not ranged:
+            return spec(video, element_seed, with_video_id=with_video_id)
+        return spec.clips(
+            lambda indices: table.frames(video["shard"], video["frames_at"], indices),
+            video["video_frames"], video["height"], video["width"], video["label"],
+            element_seed, video["video_id"] if with_video_id else None)
+
+    # The decode is the costly step: run it on all cores.
+    dataset = videos.map(cut, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    if ranged and skip_corrupt:
+        dataset = dataset.ignore_errors(log_warning=True)  # frames that fail their CRC
+    if not single:
+        dataset = dataset.unbatch()  # one element per clip
+    dataset = dataset.batch(batch_size, drop_remainder=training and repeat,
+                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    # Prefetch lets the next batch decode while the model runs on this one.
+    return dataset.prefetch(AUTOTUNE)
+
+
+def _whole_records(shards, training, seed, reshuffle, repeat, shuffle_buffer,
+                   deterministic, skip_corrupt):
+    """Serialised records, read whole: shuffled across a few shards through a buffer."""
     files = tf.data.Dataset.from_tensor_slices(shards)
     if training:
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=reshuffle)
@@ -480,34 +556,46 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
 
     # Parallel interleave: several shards are read at once, which hides file
     # system latency (GCS) and mixes videos from different shards.
-    dataset = files.interleave(read_shard, cycle_length=min(len(shards), 8),
-                               num_parallel_calls=AUTOTUNE,
-                               deterministic=deterministic)
+    records = files.interleave(read_shard, cycle_length=min(len(shards), 8),
+                               num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     if training:
-        # Shuffle still-encoded videos: cheap to hold, and nothing decoded is thrown away.
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed,
+        # Shuffle still-encoded videos: cheap to hold, and nothing decoded is thrown
+        # away. Fair because every shard is a random sample of its split.
+        records = records.shuffle(shuffle_buffer, seed=seed,
                                   reshuffle_each_iteration=reshuffle)
-    if repeat:
-        dataset = dataset.repeat()
-    single = spec.clips_per_video == 1
+    return records.repeat() if repeat else records
+
+
+def _indexed_videos(table, training, seed, reshuffle, repeat):
+    """Each video's place in its shard and its facts, from the shards' indexes.
+
+    Training visits the videos in a random permutation of the whole split
+    (`index_shuffle`, stateless: no buffer, however many videos), a new one
+    each pass unless `reshuffle` is False; evaluation in file order.
+    """
+    records = table.records
+    columns = {name: tf.constant(column) for name, column in (
+        ("shard", table.shard), ("frames_at", records["frames_at"].astype(np.int64)),
+        ("video_frames", records["num_frames"].astype(np.int32)),
+        ("label", records["label"].astype(np.int32)),
+        ("height", records["height"].astype(np.int32)),
+        ("width", records["width"].astype(np.int32)),
+        ("video_id", table.video_ids.astype(str) if len(records) else np.zeros(0, str)))}
+    count = len(records)
+    passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
     if training:
-        # One stateless seed per video read, from the dataset's seed: the same
-        # seed gives the same clips, however many threads cut them.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=reshuffle)
-        seeds = seeds.batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds)
+        key = seed if seed is not None else np.random.randint(2**31)
 
-    def cut(serialized, element_seed=None):
-        return spec(serialized, element_seed, with_video_id=with_video_id)
+        def permuted(pass_number):
+            pass_key = tf.stack([tf.constant(key, tf.int64),
+                                 pass_number if reshuffle else tf.constant(0, tf.int64)])
+            return tf.data.Dataset.range(count).map(
+                lambda i: tf.random.experimental.index_shuffle(i, pass_key, count - 1))
 
-    # The decode is the costly step: run it on all cores.
-    dataset = dataset.map(cut, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if not single:
-        dataset = dataset.unbatch()  # one element per clip
-    dataset = dataset.batch(batch_size, drop_remainder=training and repeat,
-                            num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    # Prefetch lets the next batch decode while the model runs on this one.
-    return dataset.prefetch(AUTOTUNE)
+        order = passes.flat_map(permuted)
+    else:
+        order = passes.flat_map(lambda _: tf.data.Dataset.range(count))
+    return order.map(lambda i: {name: tf.gather(column, i) for name, column in columns.items()})
 
 
 def check_shards(paths, split_info, skip_corrupt=False):

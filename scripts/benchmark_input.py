@@ -5,7 +5,10 @@
 
 On the same records, in training mode (`--mode train`, the default), it times:
 1. the reader (`preprocess.reader.make_dataset`, training mode, as train.py
-   uses it: flips are the model's, on the device, unless `--cpu_flip`);
+   uses it: flips are the model's, on the device, unless `--cpu_flip`),
+   reading only each clip's bytes where the shards have indexes
+   (`preprocess.index`), and the same reader reading records whole
+   (`ranged=False`, as it reads records without indexes: "reader_whole");
 2. a minimal pipeline: TFRecordDataset -> parse frames, height, width ->
    gather -> `decode_and_crop_jpeg` of a random square, nothing else;
 3. TF Model Garden's reader (`official.vision.dataloaders.video_input`'s
@@ -210,11 +213,13 @@ def model_garden_dataset(shards, args, manifest, training):
     except ImportError:
         return None
     short_side = min(min(size) for size in manifest["geometry"]["frame_sizes"])
+    # Like for like: uint8 clips, as ours (the model converts them on the device),
+    # cropped at the stored scale (its resize to min_image_size is then a no-op).
     params = exp_cfg.DataConfig(
         feature_shape=(args.num_frames, args.image_size, args.image_size, 3),
         temporal_stride=args.frame_step, num_classes=len(manifest["classes"]),
         num_test_clips=args.eval_clips, num_test_crops=args.eval_crops,
-        min_image_size=short_side, is_training=training)
+        min_image_size=short_side, is_training=training, dtype="uint8")
     decoder = video_input.Decoder(schema.IMAGE_ENCODED, schema.LABEL_INDEX)
     parse = video_input.Parser(params, schema.IMAGE_ENCODED, schema.LABEL_INDEX).parse_fn(
         training)
@@ -314,6 +319,9 @@ def main(argv=None):
         pipelines = {
             "reader": (reader.make_dataset(args.records, args.split, spec, batch_size=batch,
                                            repeat=True), batch),
+            "reader_whole": (reader.make_dataset(args.records, args.split, spec,
+                                                 batch_size=batch, repeat=True,
+                                                 ranged=False), batch),
             "minimal": (minimal_dataset(shards, args), batch),
             "decode_limit": (decode_only_dataset(
                 clip_jpegs(shards, num_videos, args.num_frames, args.frame_step), batch), batch),
@@ -325,6 +333,9 @@ def main(argv=None):
         pipelines = {
             "reader": (reader.make_dataset(args.records, args.split, spec, batch_size=batch,
                                            repeat=True), batch),
+            "reader_whole": (reader.make_dataset(args.records, args.split, spec,
+                                                 batch_size=batch, repeat=True,
+                                                 ranged=False), batch),
             "per_crop": (per_crop_eval_dataset(shards, spec, batch), batch),
             # Every clip position's frames decoded whole, once: the evaluation's limit.
             "decode_limit": (decode_only_dataset(eval_clip_jpegs(
@@ -343,7 +354,7 @@ def main(argv=None):
         print(f"{name:13s} {figures[name]:8.1f} clips/s (median of {args.rounds} timings)")
     if not garden:
         print("model_garden: skipped, `official` (tf-models-official) does not import")
-    for name in ("reader", "minimal", "model_garden", "per_crop"):
+    for name in ("reader", "reader_whole", "minimal", "model_garden", "per_crop"):
         if name != "reader" and figures.get(name):
             figures[f"reader_over_{name}"] = figures["reader"] / figures[name]
             print(f"reader / {name} = {figures[f'reader_over_{name}']:.2f}x")

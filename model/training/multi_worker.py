@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -32,63 +33,10 @@ import numpy as np
 import tensorflow as tf
 
 from model import ACCURACY, TOP_K_ACCURACY, VAL_ACCURACY, VAL_TOP_K_ACCURACY, top_k
-from preprocess.errors import UserError
 
 # Errors by which TensorFlow's collectives report a peer that died or left.
 PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
                tf.errors.CancelledError, tf.errors.AbortedError)
-
-
-class ClusterError(UserError):
-    """A cluster that cannot train; the message says what to fix."""
-
-
-class Cluster:
-    """This worker's place in `TF_CONFIG`'s cluster.
-
-    Raises:
-        ClusterError: `TF_CONFIG` is missing or malformed.
-    """
-
-    def __init__(self, environ=os.environ):
-        text = environ.get("TF_CONFIG")
-        example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                   '"task": {"type": "worker", "index": 0}}\'')
-        if not text:
-            raise ClusterError(f"--strategy multi_worker needs TF_CONFIG on every worker, "
-                               f"e.g. {example}")
-        try:
-            config = json.loads(text)
-            cluster, task = config["cluster"], config["task"]
-            self.task_type, self.task_id = task["type"], int(task["index"])
-            self.addresses = {(kind, index): address for kind in ("chief", "worker")
-                              for index, address in enumerate(cluster.get(kind, []))}
-            ok = (self.task_type, self.task_id) in self.addresses
-        except (ValueError, KeyError, TypeError):
-            ok = False
-        if not ok:
-            raise ClusterError(f"TF_CONFIG is not a cluster with this task in it: {text}; "
-                               f"write it as {example}")
-        self.is_chief = (self.task_type == "chief"
-                         or (self.task_type == "worker" and self.task_id == 0
-                             and ("chief", 0) not in self.addresses))
-
-    @property
-    def name(self):
-        return f"{self.task_type} {self.task_id}"
-
-    @property
-    def num_workers(self):
-        return len(self.addresses)
-
-    @property
-    def index(self):
-        """This worker's place among all of them, the chief first."""
-        return sorted(self.addresses).index((self.task_type, self.task_id))
-
-    def peers(self):
-        return {f"{kind} {index}": address for (kind, index), address in self.addresses.items()
-                if (kind, index) != (self.task_type, self.task_id)}
 
 
 @contextlib.contextmanager
@@ -101,7 +49,8 @@ def deadline(seconds, cluster):
     watchdog = subprocess.Popen(
         [sys.executable, "-m", "model.training.watchdog", str(os.getpid()), str(seconds),
          cluster.name, json.dumps(cluster.peers())],
-        stdin=subprocess.PIPE, cwd=os.path.dirname(os.path.dirname(__file__)))
+        # From the folder that holds `model/`, so that `-m` finds it uninstalled too.
+        stdin=subprocess.PIPE, cwd=pathlib.Path(__file__).resolve().parents[2])
     try:
         yield
     finally:

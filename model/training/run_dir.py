@@ -8,6 +8,7 @@
         logs/                  TensorBoard
         history.csv, metrics.json, learning_curves.png, confusion_matrix.png
         model.keras, saved_model/, classes.json      the exports inference needs
+        .lock                  held by the run writing here (`preprocess.folder_lock`)
 
 A run's identity is every option that changes what it computes plus the
 records' fingerprint; the identical command resumes a run, another identity
@@ -22,7 +23,8 @@ import shutil
 
 from preprocess import __version__
 from preprocess.errors import UserError
-from preprocess.manifest import MANIFEST_NAME
+from preprocess.folder_lock import LOCK_NAME
+from preprocess.manifest import MANIFEST_NAME, read_bytes
 
 # Options that do not change what a run computes; a resume may differ in them.
 NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu")
@@ -70,7 +72,14 @@ class RunDir:
         With `overwrite`, an existing folder is emptied first.
         """
         if overwrite and os.path.isdir(self.path):
-            shutil.rmtree(self.path)
+            for name in os.listdir(self.path):
+                if name == LOCK_NAME:  # ours, held while we write: removing it would free it
+                    continue
+                path = os.path.join(self.path, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.remove(path)
         elif os.path.exists(self.config):
             previous = self.read_config().get("identity") or {}
             if previous != identity:
@@ -139,9 +148,8 @@ def identity(config, records_dir):
 
 def fingerprint(records_dir):
     """A short hash of the records' manifest, which names every shard and count."""
-    import tensorflow as tf
-    with tf.io.gfile.GFile(os.path.join(records_dir, MANIFEST_NAME), "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()[:16]
+    return hashlib.sha256(read_bytes(os.path.join(records_dir, MANIFEST_NAME)) or b""
+                          ).hexdigest()[:16]
 
 
 def manifest_summary(manifest):
