@@ -123,6 +123,8 @@ def train(config, cluster, manifest, folder, identity, val_split, test_split):
     check_gpu_visible(config["allow_cpu"])
     chief = cluster is None or cluster.is_chief
     done = folder.resume_epoch()
+    if chief:  # the history the resumed run appends to ends where its backup does
+        folder.repair_history(done)
     if config["init_from"] and not done:
         check_init_from(config)
     strategy = fit.make_strategy(config, cluster)

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from model import quiet_tensorflow_logs  # light: no TensorFlow yet
+from model import import_tensorflow, quiet_tensorflow_logs  # light: no TensorFlow yet
 from preprocess import errors
 
 quiet_tensorflow_logs()  # before TensorFlow loads: no CUDA-probe errors on CPU machines
@@ -51,6 +51,7 @@ def main(argv=None):
 def evaluate(argv):
     args = build_parser().parse_args(argv)
     run, config, class_names = check_run(args.model)
+    import_tensorflow()  # the clips' spec needs it; without its start-up notices
     spec = views(config, args)
     manifest = check_records(args.records, args.split, class_names, spec)
     output_dir = check_output_dir(args, run, spec)

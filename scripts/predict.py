@@ -25,7 +25,7 @@ import os
 import sys
 import time
 
-from model import quiet_tensorflow_logs  # light: no TensorFlow yet
+from model import import_tensorflow, quiet_tensorflow_logs  # light: no TensorFlow yet
 from model.inference import cli
 from preprocess import errors
 
@@ -118,6 +118,7 @@ def main(argv=None):
 def predict(argv):
     args = check_args(build_parser().parse_args(argv))
     videos = cli.find_videos(args.inputs, args.list)
+    import_tensorflow()  # once the command line is checked, without its start-up notices
     from model.inference.predictor import Predictor
     predictor = Predictor(args.model, saved_model=args.saved_model)
     if args.timeline:

@@ -171,9 +171,11 @@ def _maybe(value):
 
 def read_history(history_csv):
     """`{epoch (from 0): row}` of `history.csv`; a resumed run appends, the last row wins."""
-    with open(history_csv) as handle:
+    with open(history_csv, newline="") as handle:
+        # Rows that are not an epoch's (a repeated header, a torn last line) are skipped.
         return collections.OrderedDict((int(row["epoch"]), row)
-                                       for row in csv.DictReader(handle))
+                                       for row in csv.DictReader(handle)
+                                       if (row.get("epoch") or "").isdigit())
 
 
 def best_epoch(history_csv, metric=VAL_ACCURACY):

@@ -129,8 +129,38 @@ class RunDir:
         path = os.path.join(self.backup, "training_metadata.json")
         if not os.path.exists(path):
             return 0
-        with open(path) as handle:
-            return int(json.load(handle).get("epoch", 0))
+        try:
+            with open(path) as handle:
+                return int(json.load(handle).get("epoch", 0))
+        except (ValueError, AttributeError):
+            raise RunDirError(f"{path} is damaged, so the run cannot resume; pass "
+                              "--overwrite to train it again from the start") from None
+
+    def repair_history(self, epochs_done):
+        """Keeps `history.csv` to the epochs the backup holds, before a run resumes.
+
+        A run killed after its history row but before its backup, or while
+        writing the row, or two runs in one folder before folders were locked,
+        leave rows the resumed run would repeat, a torn last line, or a second
+        header; the resumed run appends to what is left.
+        """
+        if not os.path.exists(self.history):
+            return
+        with open(self.history, newline="") as handle:
+            lines = handle.read().splitlines()
+        header = lines[0] if lines else ""
+        rows = {}
+        for line in lines[1:]:
+            epoch, _, rest = line.partition(",")
+            fields = line.count(",") + 1
+            if (epoch.isdigit() and int(epoch) < epochs_done
+                    and fields == header.count(",") + 1 and rest):
+                rows[int(epoch)] = line  # a repeated epoch: the last row wins
+        partial = self.history + ".partial"
+        with open(partial, "w", newline="") as handle:
+            handle.write("".join(f"{line}\n" for line in
+                                 ([header] if rows else []) + [rows[e] for e in sorted(rows)]))
+        os.replace(partial, self.history)
 
     def require(self, *paths):
         """Raises `RunDirError` naming the first of `paths` that is missing."""
