@@ -1,6 +1,8 @@
 """Shared fixtures: tiny synthetic video sets, the real UCF101 clips, a Range-capable HTTP server."""
 
 import argparse
+import atexit
+import functools
 import http.server
 import os
 import pathlib
@@ -8,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
@@ -53,24 +56,41 @@ TWO_CLASS_IMAGE_SIZE = 54
 
 def two_class_records(root, *extra):
     """Records of two classes told apart by motion alone (Grow, SlideRight): 28 train,
-    4 val and 8 test videos a class, frames 54 pixels high.
+    4 val and 8 test videos a class, frames 54 pixels high; their source videos in
+    `root/videos/UCF101`.
 
-    The videos are written to `root/videos/UCF101`, split by group as the Beam job
-    splits them (`preprocess.splits`) and encoded frame for frame as it encodes
-    them (`preprocess.video.encode_video`); the records are then written directly
-    (`records.write_records`), so no Beam job runs. `extra` takes the job's
-    `--num_shards N` (shards per split, default 1); Beam's own flags, such as
-    `--direct_running_mode`, change nothing here and are accepted.
+    The videos are split by group as the Beam job splits them (`preprocess.splits`)
+    and encoded frame for frame as it encodes them (`preprocess.video.encode_video`);
+    the records are then written directly (`records.write_records`), so no Beam job
+    runs. `extra` takes the job's `--num_shards N` (shards per split, default 1);
+    Beam's own flags, such as `--direct_running_mode`, change nothing here and are
+    accepted.
     """
-    from preprocess import layouts, sources, splits, synthetic, video
     from records import write_records
     parser = argparse.ArgumentParser(prog="two_class_records")
     parser.add_argument("--num_shards", type=int, default=1)
     parser.add_argument("--direct_running_mode")
-    args = parser.parse_args(extra)
-    synthetic.write_dataset(root / "videos", **TWO_CLASS_VIDEOS)
+    args, unknown = parser.parse_known_args(extra)
+    if unknown:
+        raise ValueError(f"two_class_records takes --num_shards, not {' '.join(unknown)}")
     folder = root / "videos" / "UCF101"
-    source = sources.open_source(str(folder))
+    made = _two_class_videos()
+    shutil.copytree(made["folder"], folder)
+    return write_records(root / "records", made["videos"], classes=made["classes"],
+                         num_shards=args.num_shards, source=folder, layout=made["layout"],
+                         split_spec=made["split_spec"], image_size=TWO_CLASS_IMAGE_SIZE,
+                         jpeg_quality=90, max_frames=1800,
+                         options={"per_class": TWO_CLASS_PER_CLASS})
+
+
+@functools.cache
+def _two_class_videos():
+    """The two-class videos, written once a session, and their split and encoded frames."""
+    from preprocess import layouts, sources, splits, synthetic, video
+    root = pathlib.Path(tempfile.mkdtemp(prefix="two_class_videos-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    synthetic.write_dataset(root, **TWO_CLASS_VIDEOS)
+    source = sources.open_source(str(root / "UCF101"))
     try:
         listing = layouts.list_source(source)
         classes, split_of, split_spec = splits.assign_splits(
@@ -89,11 +109,8 @@ def two_class_records(root, *extra):
                                frames=jpegs, fps=fps))
     finally:
         source.close()
-    return write_records(root / "records", videos, classes=classes,
-                         num_shards=args.num_shards, source=folder, layout=listing.layout,
-                         split_spec=split_spec, image_size=TWO_CLASS_IMAGE_SIZE,
-                         jpeg_quality=90, max_frames=1800,
-                         options={"per_class": TWO_CLASS_PER_CLASS})
+    return {"folder": root / "UCF101", "videos": videos, "classes": classes,
+            "split_spec": split_spec, "layout": listing.layout}
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
 """Test helpers: write a records folder directly, and read it, its frames and videos back.
 
 `write_records` is the one place tests write records: it frames
-`preprocess.schema` examples into shards as `preprocess.shards` does and
-writes the manifest the reader and trainer read, with no Beam job. A new
-record or manifest field is added here once.
+`preprocess.schema` examples into shards as `preprocess.shards` does, indexes
+them as `preprocess.index` does, and writes the manifest the reader and
+trainer read, with no Beam job. A new record or manifest field is added here
+once.
 """
 
 import collections
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocess import __version__
+from preprocess import index as index_lib
 from preprocess import manifest as manifest_lib
 from preprocess import layouts, schema, shards, video
 
@@ -24,7 +26,7 @@ CREATED = "2000-01-01T00:00:00+00:00"
 
 def write_records(folder, videos, *, classes=None, num_shards=1, source="test videos",
                   layout="ucf101", split_spec=None, resize="short_side", image_size=None,
-                  jpeg_quality=90, fps=None, max_frames=1800, options=None):
+                  jpeg_quality=90, fps=None, max_frames=1800, options=None, index=True):
     """Writes `videos` as `python -m preprocess` lays out a records folder; returns it.
 
     Args:
@@ -43,6 +45,9 @@ def write_records(folder, videos, *, classes=None, num_shards=1, source="test vi
             `image_size` defaults to the smallest frame side.
         options: other flags of the job to record in the manifest's
             `options`, e.g. `{"per_class": "train=28,val=4,test=8"}`.
+        index: write each shard's index beside it (`preprocess.index`), as the
+            job does; False leaves the shards alone, as records written before
+            indexes were.
 
     Returns:
         `folder`, holding `<split>/<split>-SSSSS-of-NNNNN.tfrecord` and `manifest.json`.
@@ -61,7 +66,7 @@ def write_records(folder, videos, *, classes=None, num_shards=1, source="test vi
             clip=clip, height=height, width=width, fps=float(entry.get("fps", 25.0)))
         by_split[entry.get("split", "all")].append(
             (entry["class_name"], len(jpegs), shards.tfrecord(example)))
-    splits = {split: _write_split(folder, split, records, classes, num_shards)
+    splits = {split: _write_split(folder, split, records, classes, num_shards, index)
               for split, records in sorted(by_split.items())}
     image_size = image_size or min(min(size) for size in frame_sizes)
     manifest_lib.write_manifest(folder, {
@@ -113,17 +118,25 @@ def _group_and_clip(entry):
             entry.get("clip", parsed[2] if parsed else -1))
 
 
-def _write_split(folder, split, records, classes, num_shards):
-    """Writes a split's framed records as contiguous shards; returns its manifest entry."""
+def _write_split(folder, split, records, classes, num_shards, index):
+    """Writes a split's framed records as contiguous shards (and their indexes); returns its
+    manifest entry."""
     count = max(1, min(num_shards, len(records)))
     cuts = [len(records) * shard // count for shard in range(count + 1)]
     os.makedirs(os.path.join(folder, split), exist_ok=True)
     names, sizes = [], []
     for shard in range(count):
         name = f"{split}/{split}-{shard:05d}-of-{count:05d}{manifest_lib.RECORD_SUFFIX}"
-        data = b"".join(framed for _, _, framed in records[cuts[shard]:cuts[shard + 1]])
+        chosen = [framed for _, _, framed in records[cuts[shard]:cuts[shard + 1]]]
+        data = b"".join(chosen)
         with open(os.path.join(folder, name), "wb") as handle:
             handle.write(data)
+        if index:
+            writer = index_lib.IndexWriter(lambda path: open(path, "wb"),
+                                           os.path.join(folder, name))
+            for framed in chosen:
+                writer.add(framed)
+            writer.close()
         names.append(name)
         sizes.append(len(data))
     per_class = collections.Counter(class_name for class_name, _, _ in records)

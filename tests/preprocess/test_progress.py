@@ -4,6 +4,8 @@ import io
 import multiprocessing
 import re
 
+import pytest
+
 from conftest import SYNTHETIC, run_cli
 from preprocess import progress
 
@@ -40,6 +42,7 @@ def test_a_terminal_gets_one_tqdm_line():
     assert "\n" not in text.strip() and "4/4" in text and "preprocess" in text
 
 
+@pytest.mark.slow
 def test_a_job_reports_the_videos_its_workers_finished(synthetic_dir, tmp_path):
     result = run_cli("preprocess", "--source", str(synthetic_dir), "--output_dir",
                      str(tmp_path / "out"), "--image_size", "32")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from preprocess import index as index_lib
 from preprocess import manifest as manifest_lib
 from preprocess import reader, schema
 
@@ -51,7 +52,9 @@ def records(tmp_path_factory):
 @pytest.fixture(scope="module")
 def frame_index(records):
     """A `FrameIndex` calibrated on the longest video's stored frames."""
-    for serialized in tf.data.TFRecordDataset([str(p) for p in (records / "all").iterdir()]):
+    shards = manifest_lib.shard_paths(str(records), manifest_lib.read_manifest(str(records)),
+                                      "all")
+    for serialized in tf.data.TFRecordDataset(shards):
         video = schema.parse_video_example(serialized)
         if video[schema.VIDEO_ID].numpy() == b"v_Count_g01_c01":
             levels = decode_frames(video[schema.IMAGE_ENCODED], tf.range(40)).numpy()
@@ -144,6 +147,22 @@ def test_evaluation_is_deterministic(records):
         dataset = reader.make_dataset(records, "all", spec, batch_size=2)
         return np.concatenate([c.numpy() for c, _ in dataset])
     np.testing.assert_array_equal(read(), read())
+
+
+def test_ranged_and_whole_record_reads_cut_the_same_clips(records):
+    # The job indexes its shards and the reader reads clips by range from them;
+    # records read whole (older records, a tf.data service) must give the same clips.
+    spec = reader.ClipSpec(num_frames=5, frame_step=3, image_size=32, num_clips=2, num_crops=3)
+
+    def read(ranged):
+        dataset = reader.make_dataset(records, "all", spec, batch_size=4, with_video_id=True,
+                                      ranged=ranged)
+        return _videos(dataset)
+
+    (ranged_clips, ranged_labels, ranged_ids), (whole_clips, whole_labels, whole_ids) = (
+        read(True), read(False))
+    assert ranged_ids == whole_ids and ranged_labels == whole_labels
+    np.testing.assert_array_equal(np.stack(ranged_clips), np.stack(whole_clips))
 
 
 def test_image_size_is_chosen_at_read_time(records):
@@ -263,9 +282,13 @@ def test_bad_requests_say_what_is_wrong(records, tmp_path):
 
 
 def test_corrupt_shards_are_named_or_skipped(records, tmp_path):
+    # Records read whole, as before indexes (their message says to delete them):
+    # TFRecord's own CRCs find the damage, record by record.
     copy = _copy(records, tmp_path)
+    for path in (copy / "all").glob("*" + index_lib.SUFFIX):
+        path.unlink()
     spec, kwargs = reader.ClipSpec(num_frames=2, image_size=16), dict(batch_size=1)
-    shards = sorted((copy / "all").iterdir())
+    shards = sorted((copy / "all").glob("*" + manifest_lib.RECORD_SUFFIX))
     truncated = shards[0]
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])

@@ -1,10 +1,10 @@
-"""Frame functions: decoding real and synthetic videos, frame-rate skipping, resize policies."""
+"""Frame functions: decoding videos, frame-rate skipping, resize policies, JPEG encoding."""
 
 import numpy as np
 import pytest
 
 from conftest import REAL_CLIPS
-from preprocess import synthetic, video
+from preprocess import video
 from records import decode_video
 
 
@@ -53,32 +53,6 @@ def test_encoding_skips_conversions_and_dropped_frames_without_changing_a_byte(
                                                    image_size=64, fps=10)
     assert (height, width, fps) == (64, 85, 10)
     assert jpegs == expected
-
-
-def test_synthetic_video_is_xvid_320x240_25fps(tmp_path):
-    import cv2
-    frames = synthetic.render_clip("SlideLeft", np.random.default_rng(0), num_frames=12)
-    path = tmp_path / "v_SlideLeft_g01_c01.avi"
-    synthetic.write_video(path, frames)
-    capture = cv2.VideoCapture(str(path))
-    fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
-    capture.release()
-    decoded, fps = decode_video(path)
-    assert fourcc.upper() in ("XVID", "FMP4", "DIVX", "MP4V")
-    assert decoded.shape == (12, 240, 320, 3) and fps == 25
-
-
-@pytest.mark.parametrize("forward,backward", [
-    ("SlideLeft", "SlideRight"), ("SlideUp", "SlideDown"),
-    ("TurnClockwise", "TurnCounterclockwise"), ("Grow", "Shrink"),
-])
-def test_synthetic_classes_differ_only_in_motion(forward, backward):
-    # With the same scene, each class is its partner played backwards: every
-    # frame of one is a frame of the other, so only the motion tells them apart.
-    one = synthetic.render_clip(forward, np.random.default_rng(2), num_frames=9)
-    other = synthetic.render_clip(backward, np.random.default_rng(2), num_frames=9)
-    assert np.abs(one.astype(int) - other[::-1]).mean() < 0.5
-    assert np.abs(one.astype(int) - other).mean() > 1
 
 
 def test_decode_errors(tmp_path):

@@ -36,7 +36,7 @@ def test_input_benchmark_reports_all_three_figures(records, capsys):
     script("benchmark_input").main([
         "--records", str(records), "--split", "all", "--num_frames", "4", "--frame_step", "2",
         "--image_size", "32", "--batch_size", "2", "--samples_per_video", "2",
-        "--seconds", "0.2", "--warmup", "0.1", "--rounds", "2"])
+        "--seconds", "0.1", "--warmup", "0.05", "--rounds", "2"])
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["reader"] > 0 and figures["decode_limit"] > 0 and figures["generator"] > 0
     assert len(figures["reader_timings"]) == len(figures["decode_limit_timings"]) == 2

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import REPO
 from model.inference import evaluation
+from records import write_records
+from two_class_run import brightness_model
 
 CLASSES = ["a", "b", "c", "d", "e", "f"]
 # (video, true label, clip probabilities); clips of one video are not adjacent.
@@ -66,6 +68,27 @@ def test_best_epoch_reads_the_last_row_of_each_epoch(tmp_path):
     assert list(evaluation.read_history(history)) == [0, 1, 2]
 
 
+def test_a_split_is_scored_by_the_mean_of_its_videos_views(tmp_path):
+    from preprocess import reader
+    levels = {"v_Dark_g01_c01": 40, "v_Dark_g02_c01": 140, "v_Light_g01_c01": 200}
+    records = write_records(tmp_path / "records", [
+        dict(video_id=video_id, class_name=video_id.split("_")[1],
+             frames=np.full((6, 24, 32, 3), level, np.uint8))
+        for video_id, level in levels.items()])
+    spec = reader.ClipSpec(num_frames=2, image_size=16, num_clips=2, num_crops=3)
+    report, confusion = evaluation.evaluate_split(brightness_model(), records, "all", spec,
+                                                  ["Dark", "Light"], batch_size=4)
+    # v_Dark_g02_c01 (140) is brighter than 127.5: wrong, the others right.
+    assert report["num_videos"] == 3 and report["num_clips"] == 3 * 2 * 3
+    assert report["accuracy"] == pytest.approx(2 / 3)
+    np.testing.assert_array_equal(confusion, [[1, 1], [0, 1]])
+    metrics = evaluation.write_report(str(tmp_path / "metrics.json"),
+                                      str(tmp_path / "confusion.png"), "all", report,
+                                      confusion, ["Dark", "Light"], views=spec.views)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
+    assert metrics["views"] == spec.views and (tmp_path / "confusion.png").stat().st_size
+
+
 SPLIT_LOGITS = """
 import json, os
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -87,6 +110,7 @@ print(json.dumps({n: float(np.abs(np.asarray(split(clips[:n])) - np.asarray(alon
 """
 
 
+@pytest.mark.slow
 def test_split_evaluation_takes_any_batch_size(tmp_path):
     # A last batch smaller than the replicas, or not a multiple of them, gives
     # the one-device logits: no replica is left without a clip.
@@ -98,17 +122,3 @@ def test_split_evaluation_takes_any_batch_size(tmp_path):
     assert set(differences) == {"1", "3", "4", "5"}
     assert max(differences.values()) < 1e-5, differences
 
-
-def test_a_resumed_run_keeps_its_best_checkpoint_so_far(tmp_path):
-    import keras
-
-    from model.training import recipe
-    from model.training.run_dir import RunDir
-    run = RunDir(tmp_path)
-    (tmp_path / "history.csv").write_text(
-        "epoch,loss,val_accuracy\n0,1.0,0.5\n1,0.8,0.9\n2,0.7,0.7\n")
-    best = [c for c in recipe.make_callbacks(run)
-            if isinstance(c, keras.callbacks.ModelCheckpoint)
-            and c.filepath == run.best_checkpoint]
-    assert len(best) == 1 and best[0].best == 0.9  # epoch 4 must beat 0.9 to be saved
-    assert recipe.best_so_far(str(tmp_path / "missing.csv")) is None

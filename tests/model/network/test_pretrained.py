@@ -139,9 +139,10 @@ def test_checkpoints_that_do_not_fit_are_named(shared, r18_file, recipe, tmp_pat
             build_model("r2plus1d_18", 400, 4, 32, weights=path)
 
 
+@pytest.mark.slow
 def test_nothing_imports_torch(shared, r18_file):
     code = ("import sys, numpy as np\n"
-            "from model import build_model\n"
+            "from model.network.build import build_model\n"
             f"m = build_model('r2plus1d_18', 10, 4, 32, weights=r'{r18_file}')\n"
             "m.predict(np.zeros((1, 4, 32, 32, 3), np.uint8), verbose=0)\n"
             "print(sorted(n for n in sys.modules if n == 'torch' or n.startswith('torch.')))\n")

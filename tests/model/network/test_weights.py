@@ -92,10 +92,10 @@ def _relative_error(logits, expected):
             / np.abs(expected[:, :shared]).max())
 
 
-# ig65m_kinetics400_clip8's fixture is ig65m_kinetics400's file under another name: the
-# same computation, left to the slow run.
+# torchvision's R(2+1)D-18 is the fast run's; the IG-65M R(2+1)D-34s (a few seconds each on
+# two cores, through the conversion kinetics400 takes too) are the slow run's.
 @pytest.mark.parametrize("name", [
-    pytest.param(name, marks=pytest.mark.slow) if name == "ig65m_kinetics400_clip8" else name
+    name if name == "kinetics400" else pytest.param(name, marks=pytest.mark.slow)
     for name in weights.NAMED_WEIGHTS])
 def test_each_named_weight_computes_its_fixtures_logits(name, registry, torchvision_recipe,
                                                          capsys):
@@ -110,6 +110,7 @@ def test_each_named_weight_computes_its_fixtures_logits(name, registry, torchvis
     assert os.path.exists(weights.cache_path(name))  # kept for the next use
 
 
+@pytest.mark.slow
 def test_bn_epsilon_still_overrides_the_named_one(registry, torchvision_recipe):
     # Read with PyTorch's epsilon, IG-65M's weights compute something else, silently:
     # the reason their name carries theirs.

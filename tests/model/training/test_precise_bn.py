@@ -2,6 +2,7 @@
 averages fixed, and the same statistics under MirroredStrategy."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -15,6 +16,9 @@ from model.training.precise_bn import PreciseBatchNorm, batchnorm_layers
 from model.training.precision import set_precision
 
 from conftest import REPO
+
+# This folder, and the shared helpers', on the path of a process started from the repository.
+TESTS = os.pathsep.join([str(pathlib.Path(__file__).parent), str(REPO / "tests")])
 
 
 def _tiny():
@@ -106,14 +110,16 @@ def stale_then_precise(precision):
     return batch_stats, stale, precise, seconds, again
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
 def test_stale_averages_score_like_batch_statistics_after_precise_bn(precision):
     # bf16 runs in its own process with oneDNN off, as train.py runs it on a
     # CPU: oneDNN's bf16 Conv3D gradients are NaN for some shapes (TF 2.21).
     code = ("from test_precise_bn import stale_then_precise\n"
             f"print(*stale_then_precise({precision!r}))\n")
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests", env=env,
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2",
+               PYTHONPATH=TESTS)
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     batch_stats, stale, precise, seconds, again = map(
@@ -149,11 +155,12 @@ def mirrored_statistics():
         float(np.abs(a - b).max()) for a, b in zip(*results))
 
 
+@pytest.mark.slow
 def test_precise_bn_under_a_mirrored_strategy():
     code = ("from test_precise_bn import mirrored_statistics\n"
             "print(*mirrored_statistics())\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO / "tests",
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=TESTS),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     replicas, difference = result.stdout.split()[-2:]

@@ -1,0 +1,91 @@
+"""The run folder: its identity refuses to mix runs, its files name themselves, its config
+and architecture read back."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from model.network import layers as video_layers
+from model.training import run_dir
+from model.training.run_dir import RunDir, RunDirError
+from records import write_records
+
+CONFIG = {"model": "r2plus1d_10", "epochs": 3, "output_dir": "runs/a", "strategy": "auto",
+          "overwrite": False}
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    return write_records(tmp_path_factory.mktemp("run_dir") / "records",
+                         [dict(video_id="v_A_g01_c01", class_name="A", frames=frames)])
+
+
+def test_identity_is_what_changes_the_computation_and_the_records(records, tmp_path):
+    identity = run_dir.identity(CONFIG, str(records))
+    assert set(identity) == {"model", "epochs", "records_fingerprint"}
+    elsewhere = dict(CONFIG, output_dir="runs/b", strategy="mirrored", overwrite=True)
+    assert run_dir.identity(elsewhere, str(records)) == identity
+    assert run_dir.identity(dict(CONFIG, epochs=4), str(records)) != identity
+    other = write_records(tmp_path / "other", [dict(video_id="v_B_g01_c01", class_name="B",
+                                                    frames=np.zeros((2, 8, 8, 3), np.uint8))])
+    assert run_dir.fingerprint(str(other)) != identity["records_fingerprint"]
+
+
+def test_a_folder_of_another_identity_is_refused_unless_overwritten(tmp_path):
+    run = RunDir(tmp_path / "run")
+    mine, theirs = {"epochs": 3, "seed": 0}, {"epochs": 4, "seed": 0}
+    run.prepare(mine)
+    run.write_config({"epochs": 3}, mine, replicas=1)
+    run.prepare(mine)  # the same run: resumed
+    with pytest.raises(RunDirError, match=r"another configuration \(epochs differ\).*--overwrite"):
+        run.prepare(theirs)
+    (tmp_path / "run" / "history.csv").write_text("epoch\n0\n")
+    run.prepare(theirs, overwrite=True)  # emptied, then made again
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_config_records_options_identity_facts_and_versions(tmp_path):
+    run = RunDir(tmp_path)
+    assert not run.is_complete({"a": 1})
+    with pytest.raises(RunDirError, match="config.json is missing; point at a run folder"):
+        run.read_config()
+    run.write_config({"epochs": 3}, {"a": 1}, replicas=2)
+    saved = run.read_config()
+    assert saved["config"] == {"epochs": 3} and saved["identity"] == {"a": 1}
+    assert saved["replicas"] == 2 and set(saved["versions"]) == {
+        "twoplusone", "tensorflow", "keras", "python"}
+    assert not run.is_complete({"a": 1})  # no metrics yet
+    (tmp_path / "metrics.json").write_text("{}")
+    assert run.is_complete({"a": 1}) and not run.is_complete({"a": 2})
+    with pytest.raises(RunDirError, match="model.keras is missing; point at a run folder "
+                                          "that train.py finished"):
+        run.require(run.metrics, run.model)
+
+
+def test_the_architecture_reads_back_with_our_layers(tmp_path):
+    run = RunDir(tmp_path)
+    inputs = keras.Input((4, 8, 8, 3))
+    model = keras.Model(inputs, video_layers.Conv2Plus1D(5, 3, name="conv")(inputs))
+    run.write_architecture(model)
+    rebuilt = run.read_architecture()
+    assert isinstance(rebuilt.get_layer("conv"), video_layers.Conv2Plus1D)
+    assert rebuilt.get_layer("conv").filters == 5
+    assert not (tmp_path / "architecture.json.partial").exists()
+
+
+def test_resume_epoch_is_the_backups_epoch(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.resume_epoch() == 0
+    (tmp_path / "backup").mkdir()
+    (tmp_path / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": 4}))
+    assert run.resume_epoch() == 4
+
+
+def test_the_manifest_summary_is_what_inference_needs(records):
+    manifest = json.loads((records / "manifest.json").read_text())
+    summary = run_dir.manifest_summary(manifest)
+    assert set(summary) == set(run_dir.MANIFEST_SUMMARY_KEYS)
+    assert summary["geometry"] == manifest["geometry"] and summary["encoding"]["quality"] == 90
