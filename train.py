@@ -25,14 +25,16 @@ from model import import_tensorflow, quiet_tensorflow_logs
 from model.inference import evaluation
 from model.network import pretrained
 from model.network.build import build_for_run
-from model.training import data, fit, run_dir
+from model.training import config as config_lib
+from model.training import data, experiments, fit, run_dir
 from model.training.cluster import Cluster
-from model.training.config import resolve_config
 from preprocess import manifest as manifest_lib
 from preprocess.folder_lock import FolderLock
+from preprocess.index import corrupt_frame
 from preprocess.errors import USAGE_STATUS, UserError, run_command
 
 NAN_LOSS_STATUS = 3  # a run that diverged: not a misuse, and worth telling apart
+resolve_config = config_lib.resolve_config  # a command line's config, as train.resolve_config
 
 
 def main(argv=None):
@@ -42,7 +44,11 @@ def main(argv=None):
 
 def command(argv):
     """Checks the command line, sets the environment TensorFlow reads, then runs."""
-    config = resolve_config(argv, description=__doc__.split("\n\n")[0])
+    request = config_lib.resolve_command_line(argv, description=__doc__.split("\n\n")[0])
+    config = request.config
+    if request.print_config:  # the settings only: no TensorFlow, no run folder
+        print(config_lib.format_settings(config, argv), end="", flush=True)
+        return 0
     # Must precede TensorFlow's import: quiet C++ logs; and oneDNN's bf16 Conv3D
     # CPU kernels give NaN gradients for some shapes (TF 2.21), so bf16 on a
     # CPU-only machine runs TensorFlow's own kernels.
@@ -69,6 +75,9 @@ def report_failure(error, config):
     from preprocess.reader import describe_data_loss
     if isinstance(error, tf.errors.DataLossError):
         print(f"error: {describe_data_loss(config['records'])}", file=sys.stderr)
+        return USAGE_STATUS
+    if isinstance(error, tf.errors.OpError) and corrupt_frame(error.message):
+        print(f"error: {corrupt_frame(error.message)}", file=sys.stderr)  # a ranged read's
         return USAGE_STATUS
     if isinstance(error, NaNLossError):
         last = run_dir.RunDir(config["output_dir"]).last_checkpoint
@@ -116,6 +125,7 @@ def run(config):
 def train(config, cluster, manifest, folder, identity, val_split, test_split):
     """The run once its folder is held: data, model, fit, evaluation, export."""
     from model.inference import export
+    from model.training import launches
     from model.training.precision import check_gpu_visible
     from preprocess.reader import ClipSpec
     # Keras warns whenever a finite dataset ends, which validation sets do by design.
@@ -171,8 +181,12 @@ def train(config, cluster, manifest, folder, identity, val_split, test_split):
                                  class_names, strategy if on_replicas else None)
     export.export_model(network, folder, class_names, config["num_frames"],
                         config["image_size"])
-    metrics = write_reports(folder, test_split, report, confusion, class_names,
-                            fitted.facts, {**evaluated, "views": views})
+    training = {**fitted.facts, **launches.totals(folder.launches)}  # over every launch
+    evaluated = {**evaluated, "views": views, "split": test_split}
+    write_hparams(folder, config, {test_split: report, "training": training,
+                                   "evaluated": evaluated})
+    metrics = write_reports(folder, test_split, report, confusion, class_names, training,
+                            evaluated)
     print_summary(folder, test_split, report, evaluated)
     return metrics
 
@@ -254,6 +268,12 @@ def evaluate(network, config, spec, test_split, class_names, strategy):
     return evaluation.evaluate_split(network, config["records"], test_split, spec, class_names,
                                      batch_size=config["batch_size"] * replicas,
                                      skip_corrupt=config["skip_corrupt"], strategy=strategy)
+
+
+def write_hparams(run, config, metrics):
+    """The settings and results for TensorBoard's HParams dashboard, in the run's logs."""
+    experiments.write_hparams(run.logs, run.path, experiments.run_settings(config),
+                              experiments.run_results(metrics, config))
 
 
 def write_reports(run, test_split, report, confusion, class_names, training_facts,

@@ -44,8 +44,21 @@ _FINGERPRINT_SPAN = 64 << 10
 _TFRECORD_HEADER = 12  # a record's length (8 bytes) and its CRC (4) precede its data
 
 
+# What a frame that fails its CRC says; TensorFlow wraps it in its own error.
+CORRUPT_FRAME = "fails its CRC"
+
+
 class IndexMismatchError(UserError):
     """An index that does not belong to its shard; the message says what to do."""
+
+
+def corrupt_frame(error):
+    """The ranged read's line about a corrupt frame, from the TensorFlow error carrying it."""
+    for line in str(error).splitlines():
+        at = line.find("frame ")
+        if CORRUPT_FRAME in line and at >= 0:
+            return line[at:].strip()
+    return None
 
 
 def index_path(shard_path):
@@ -271,8 +284,9 @@ class SplitIndex:
                 at = int(entry["offset"]) - start
                 jpeg = bytes(data[at:at + int(entry["length"])])
                 if google_crc32c.value(jpeg) != int(entry["crc"]):
-                    raise IndexMismatchError(f"frame {int(index)} at byte {int(entry['offset'])} of "
-                                      f"{shard_path} fails its CRC: the shard is corrupt; "
-                                      "copy it again or preprocess again")
+                    raise IndexMismatchError(
+                        f"frame {int(index)} at byte {int(entry['offset'])} of {shard_path} "
+                        f"{CORRUPT_FRAME}: the shard is corrupt; copy or preprocess it again, "
+                        "or pass --skip_corrupt to skip unreadable records")
                 out[r, c] = jpeg
         return out.reshape(np.shape(indices))

@@ -507,10 +507,17 @@ def make_dataset(records_dir, split, spec, *, batch_size, shuffle_buffer=256,
             "plain random crops of {size} pixels do not fit the {smallest}-pixel frames in "
             "{records}", "lower image_size, or preprocess with a larger --image_size")
 
-    if ranged is None:
-        ranged = index_lib.has_indexes(shards)
+    table = None
+    if ranged or (ranged is None and index_lib.has_indexes(shards)):
+        try:
+            table = index_lib.SplitIndex(shards)
+        except index_lib.IndexMismatchError:
+            if ranged or not skip_corrupt:
+                raise
+            # A shard of another size, read anyway as asked: whole, skipping what
+            # fails its CRC.
+    ranged = table is not None
     if ranged:
-        table = index_lib.SplitIndex(shards)
         videos = _indexed_videos(table, training, seed, reshuffle, repeat)
     else:
         videos = _whole_records(shards, training, seed, reshuffle, repeat, shuffle_buffer,

@@ -220,12 +220,17 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys, args, fragment
     assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
 
 
-def test_corrupt_shard_is_named(records, tmp_path, capsys):
+@pytest.mark.parametrize("indexed", [True, False])
+def test_corrupt_shard_is_named(records, tmp_path, capsys, indexed):
     copy = tmp_path / "records"
     shutil.copytree(records, copy)
-    shard = sorted((copy / "test").iterdir())[0]
+    shard = sorted((copy / "test").glob("*.tfrecord"))[0]
+    if not indexed:  # records of before indexes: read whole, their CRCs checked
+        for index in copy.glob("*/*.index"):
+            index.unlink()
     data = bytearray(shard.read_bytes())
-    data[30:60] = bytes(b ^ 0xFF for b in data[30:60])  # same size: only the CRC tells
+    middle = slice(len(data) // 4, 3 * len(data) // 4)  # frames the evaluation reads
+    data[middle] = bytes(b ^ 0xFF for b in data[middle])  # same size: only the CRCs tell
     shard.write_bytes(bytes(data))
     code = train.main(["--records", str(copy), "--output_dir", str(tmp_path / "run"),
                        *TRAIN_ARGS, "--epochs", "1", "--steps_per_epoch", "1"])

@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from preprocess import layouts, official_lists, splits
-from preprocess.sources import VideoRef, open_source
+from preprocess.sources import open_source
 
 
 def _touch(root, *paths):
@@ -229,57 +229,3 @@ def test_split_lists_are_opened_once_and_always_closed(tmp_path, monkeypatch):
     with pytest.raises(splits.SplitError, match="lacks classInd.txt"):
         _listing(root, layout="ucf101", split_lists=str(archive))
     assert len(opened) == 1 and opened[0]._zip.fp is None
-
-
-def _ungrouped(per_class, classes=("a", "b")):
-    return [VideoRef(f"{c}/{i}.mp4", f"{c}{i}", c) for c in classes for i in range(per_class)]
-
-
-def test_split_fractions_give_exact_counts_and_are_seeded():
-    videos = _ungrouped(10)
-    fractions = {"train": 0.7, "val": 0.1, "test": 0.2}
-    split_of = splits.split_by_fractions(videos, fractions, seed=1)
-    for cls in ("a", "b"):
-        counts = [sum(1 for v in videos if v.class_name == cls and split_of[v.video_id] == s)
-                  for s in fractions]
-        assert counts == [7, 1, 2]
-    assert splits.split_by_fractions(list(reversed(videos)), fractions, seed=1) == split_of
-    assert splits.split_by_fractions(videos, fractions, seed=2) != split_of
-    # 11 videos: 7.7, 1.1, 2.2 round by largest remainder to 8, 1, 2.
-    odd = splits.split_by_fractions(_ungrouped(11, ("a",)), fractions)
-    assert [list(odd.values()).count(s) for s in fractions] == [8, 1, 2]
-
-
-def test_split_fractions_keep_groups_whole():
-    videos = [VideoRef(f"{c}{g}{k}", f"{c}{g}{k}", c, group=g)
-              for c in "ab" for g in range(10) for k in range(3)]
-    split_of = splits.split_by_fractions(videos, {"train": 0.6, "test": 0.4}, seed=0)
-    by_group = {}
-    for ref in videos:
-        by_group.setdefault(ref.group, set()).add(split_of[ref.video_id])
-    assert all(len(s) == 1 for s in by_group.values()), by_group
-    assert sum(split == "test" for split in split_of.values()) == 24
-
-
-def test_bad_split_fractions():
-    for text, fragment in (("train=0.7,test=0.2", "sum to 0.9, not 1"),
-                           ("train=0.7,test=x", "bad --split_fractions item 'test=x'"),
-                           ("train=1.5,test=-0.5", "bad --split_fractions item"),
-                           ("", "empty")):
-        with pytest.raises(splits.SplitError, match=fragment):
-            splits.parse_fractions(text)
-    with pytest.raises(splits.SplitError, match="leaves val without a video"):
-        splits.split_by_fractions(_ungrouped(2, ("a",)), {"train": 0.9, "val": 0.1})
-
-
-def test_class_names_fix_the_label_order(tmp_path):
-    assert official_lists.parse_class_names("Zebra crossing\nant\n") == ["Zebra crossing", "ant"]
-    assert official_lists.parse_class_names("1 Jump Rope\n2 Café\n") == ["Jump Rope", "Café"]
-    with pytest.raises(splits.SplitError, match="lists ant twice"):
-        official_lists.parse_class_names("ant\nbee\nant\n")
-    videos = _ungrouped(2, ("ant", "Zebra crossing"))
-    classes, _, _ = splits.assign_splits(videos)
-    assert classes == ["Zebra crossing", "ant"]
-    classes, _, _ = splits.assign_splits(videos, classes=["ant", "bee", "Zebra crossing"])
-    assert classes == ["ant", "bee", "Zebra crossing"]
-

@@ -47,3 +47,10 @@ def test_bad_official_lists(tmp_path):
         _official(tmp_path, 1)
     with pytest.raises(SplitError, match="cannot read --split_lists"):
         _official(tmp_path / "nowhere", 1)
+
+
+def test_class_names_files_are_read_in_their_order():
+    assert official_lists.parse_class_names("Zebra crossing\nant\n") == ["Zebra crossing", "ant"]
+    assert official_lists.parse_class_names("1 Jump Rope\n2 Café\n") == ["Jump Rope", "Café"]
+    with pytest.raises(SplitError, match="lists ant twice"):
+        official_lists.parse_class_names("ant\nbee\nant\n")
