@@ -382,3 +382,50 @@ def test_each_worker_reads_its_own_shards(records):
     assert ids[0] | ids[1] == set(LENGTHS)
     with pytest.raises(manifest_lib.ManifestError, match="preprocess again with --num_shards 3"):
         reader.make_dataset(records, "all", spec, batch_size=4, input_shard=(0, 3))
+
+
+@pytest.fixture(scope="module")
+def noise_records(tmp_path_factory):
+    """Twelve videos of random pixels (so every crop window tells), in three shards."""
+    rng = np.random.default_rng(0)
+    videos = [dict(video_id=f"v_Noise{i % 2}_g{i + 1:02d}_c01", class_name=f"Noise{i % 2}",
+                   frames=rng.integers(0, 256, (12 + i, 40, 56, 3), dtype=np.uint8))
+              for i in range(12)]
+    return write_records(tmp_path_factory.mktemp("noise") / "records", videos, num_shards=3)
+
+
+@pytest.mark.parametrize("crop_scale", [None, (0.4, 1.0)])
+def test_ranged_training_clips_are_the_whole_reads_pixel_for_pixel(noise_records, crop_scale):
+    # The same draws give the same pixels whichever way the frames were read.
+    shards = manifest_lib.shard_paths(str(noise_records),
+                                      manifest_lib.read_manifest(str(noise_records)), "all")
+    table = index_lib.SplitIndex(shards)
+    spec = reader.ClipSpec(num_frames=4, frame_step=2, image_size=24, training=True,
+                           crop_scale=crop_scale, flip=True, samples_per_video=2, step_jitter=1)
+    for i, serialized in enumerate(tf.data.TFRecordDataset(shards)):
+        seed = tf.constant([7, i])
+        whole, whole_labels = spec(serialized, seed, with_video_id=False)
+        row = table.records[i]
+        ranged, ranged_labels = spec.clips(
+            lambda indices: table.frames(table.shard[i], row["frames_at"], indices),
+            int(row["num_frames"]), int(row["height"]), int(row["width"]), int(row["label"]),
+            seed)
+        np.testing.assert_array_equal(whole.numpy(), ranged.numpy())
+        np.testing.assert_array_equal(whole_labels.numpy(), ranged_labels.numpy())
+
+
+def test_ranged_training_visits_every_video_once_a_pass(noise_records):
+    spec = reader.ClipSpec(num_frames=1, image_size=8, training=True, crop_scale=None)
+
+    def passes(seed, reshuffle=True, count=3):
+        dataset = reader.make_dataset(noise_records, "all", spec, batch_size=12, repeat=True,
+                                      seed=seed, reshuffle=reshuffle, deterministic=True,
+                                      with_video_id=True)
+        return [[v.decode() for v in ids.numpy()] for _, _, ids in dataset.take(count)]
+
+    first = passes(seed=3)
+    assert all(sorted(order) == sorted(first[0]) and len(set(order)) == 12 for order in first)
+    assert first[0] != first[1] != first[2]  # a new permutation of the whole split each pass
+    assert passes(seed=3) == first and passes(seed=4) != first
+    same = passes(seed=3, reshuffle=False)
+    assert same[0] == same[1] == same[2]
