@@ -165,9 +165,8 @@ def test_killed_run_resumes_from_its_last_epoch(records, tmp_path):
     assert f"resuming {run_dir} from epoch {done} of 6" in result.stdout
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["training"]["epochs_this_run"] == 6 - done
-    with open(run_dir / "history.csv") as handle:
-        epochs = {int(row["epoch"]) for row in csv.DictReader(handle)}
-    assert epochs >= set(range(done, 6))
+    with open(run_dir / "history.csv") as handle:  # each epoch once, in order
+        assert [int(row["epoch"]) for row in csv.DictReader(handle)] == list(range(6))
 
     # Another configuration may not resume into the same folder.
     changed = _cli(*command, "--learning_rate", "1e-4", timeout=300)
@@ -251,6 +250,76 @@ def test_cli_misuse_and_nan_loss(records, tmp_path):
     assert result.returncode == 3, result.stderr[-2000:]
     assert_one_line_error(result, "epoch 1", "lower --learning_rate")
     assert not (run_dir / "metrics.json").exists()
+
+
+def _hold(folder):
+    """Another process holding the folder's writer lock, as a running train.py does."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom preprocess.folder_lock import "
+         "FolderLock\nlock = FolderLock(sys.argv[1]).acquire()\nprint('held', flush=True)\n"
+         "time.sleep(600)", str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_second_run_on_one_output_dir_stops_at_once_and_changes_nothing(records, tmp_path):
+    run_dir = tmp_path / "run"
+    holder = _hold(run_dir)
+    try:
+        (run_dir / "history.csv").write_text("epoch,loss\n0,1.0\n")
+        before = {p: p.read_bytes() for p in run_dir.iterdir()}
+        started = time.time()
+        result = _cli("train.py", "--records", str(records), "--output_dir", str(run_dir),
+                      *TRAIN_ARGS, timeout=120)
+        assert_one_line_error(result, str(run_dir), f"process {holder.pid}", "started")
+        assert result.returncode == 2 and time.time() - started < 30
+        assert {p: p.read_bytes() for p in run_dir.iterdir()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.slow
+def test_one_line_errors_come_alone_before_and_after_tensorflow_loads(records, tmp_path):
+    # No TensorFlow start-up notices, with no TF_CPP_MIN_LOG_LEVEL set by the user.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    cases = [(["--records", str(tmp_path / "none")], "no manifest.json"),
+             (["--records", str(records), "--image_size", "64"], "larger than the 54-pixel"),
+             # After TensorFlow loads: the --init_from file is looked for then.
+             (["--records", str(records), "--init_from", str(tmp_path / "gone.keras")],
+              "gone.keras")]
+    for args, fragment in cases:
+        run_dir = tmp_path / f"run{len(fragment)}"
+        result = subprocess.run(
+            [sys.executable, "train.py", *args, "--output_dir", str(run_dir), "--model",
+             "r2plus1d_10", "--image_size", "48", "--num_frames", "4", *args[2:]],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert result.stderr.startswith("error: ") and fragment in result.stderr
+        assert not run_dir.exists()  # a refused run leaves no folder behind, lock included
+
+
+@pytest.mark.slow
+def test_a_damaged_history_resumes(records, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("--epochs", "2", "--steps_per_epoch", "1", "--precise_bn_batches", "1")
+    assert _train(records, run_dir, *args) == 0
+    # As a kill after the first epoch leaves it, with a second header and a torn
+    # row, as two writers or a kill while writing leave them.
+    (run_dir / "metrics.json").unlink()
+    metadata = run_dir / "backup" / "training_metadata.json"
+    metadata.write_text(json.dumps({**json.loads(metadata.read_text()), "epoch": 1}))
+    history = run_dir / "history.csv"
+    header, first, second = history.read_text().splitlines()
+    history.write_text(f"{header}\n{first}\n{header}\n{first}\n{second[:len(second) // 2]}")
+    assert _train(records, run_dir, *args) == 0
+    with open(history) as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1]
+    metadata.write_text('{"epoch": 1, "ba')  # torn: one line saying what to do
+    (run_dir / "metrics.json").unlink()
+    result = _cli("train.py", "--records", str(records), "--output_dir", str(run_dir),
+                  *TRAIN_ARGS, *args, timeout=120)
+    assert_one_line_error(result, "training_metadata.json is damaged", "--overwrite")
 
 
 def _small_source(tmp_path, num_classes):

@@ -188,6 +188,11 @@ def make_callbacks(run):
     """
     return [
         StopOnNaN(),
+        # The epoch's history row before its backup: a kill between the two leaves
+        # a row past the backup, which a resumed run drops (RunDir.repair_history)
+        # and writes again, rather than a backup past the last row, which would
+        # leave the epoch out of the history for good.
+        keras.callbacks.CSVLogger(run.history, append=True),
         # Each save is renamed into place whole, so no second copy is needed.
         BackupAndRestore(run.backup, double_checkpoint=False, delete_checkpoint=False),
         ModelCheckpoint(run.last_checkpoint),
@@ -196,7 +201,6 @@ def make_callbacks(run):
         ModelCheckpoint(run.best_checkpoint, monitor=VAL_ACCURACY, mode="max",
                         save_best_only=True, initial_value_threshold=best_so_far(run.history)),
         keras.callbacks.TensorBoard(run.logs),
-        keras.callbacks.CSVLogger(run.history, append=True),
     ]
 
 
