@@ -29,6 +29,7 @@ REQUIRED = [
     "google-crc32c>=1.5",  # the CRCs of the TFRecord framing (preprocess/shards.py)
     "matplotlib>=3.7",
     "tensorboard>=2.16",
+    "pyyaml>=6",  # train.py --config files, read with yaml.safe_load
 ]
 
 setuptools.setup(

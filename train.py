@@ -125,7 +125,7 @@ def run(config):
 def train(config, cluster, manifest, folder, identity, val_split, test_split):
     """The run once its folder is held: data, model, fit, evaluation, export."""
     from model.inference import export
-    from model.training import launches
+    from model.training import input_wait, launches
     from model.training.precision import check_gpu_visible
     from preprocess.reader import ClipSpec
     # Keras warns whenever a finite dataset ends, which validation sets do by design.
@@ -188,6 +188,7 @@ def train(config, cluster, manifest, folder, identity, val_split, test_split):
     metrics = write_reports(folder, test_split, report, confusion, class_names, training,
                             evaluated)
     print_summary(folder, test_split, report, evaluated)
+    input_wait.report_input_bound(fitted.facts, config["data_service"])
     return metrics
 
 
@@ -293,5 +294,20 @@ def print_summary(run, test_split, report, evaluated):
     print(f"train: model {run.model} and {run.saved_model}", flush=True)
 
 
+def exit_process(status):
+    """Ends the process with `status`, at once after a save that failed.
+
+    HDF5 flushes a file it failed to write (a full disk) once more as the
+    process exits, which fails again and crashes it. By then the failure is
+    reported and the run folder's lock is the OS's to release.
+    """
+    recipe = sys.modules.get("model.training.recipe")
+    if recipe and recipe.FAILED_SAVES:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())

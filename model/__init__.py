@@ -10,6 +10,7 @@ Importing this package is light (no TensorFlow): it holds the names every
 role shares, so a command line can be checked before TensorFlow loads.
 """
 
+import contextlib
 import os
 import re
 import shutil
@@ -64,20 +65,44 @@ def import_tensorflow():
     if "tensorflow" in sys.modules:
         return sys.modules["tensorflow"]
     level = int(os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") or 0)
+    with held_stderr() as held:
+        import tensorflow
+    sys.stderr.write("".join(_above_level(held.text().splitlines(keepends=True), level)))
+    sys.stderr.flush()
+    return tensorflow
+
+
+class _Held:
+    """What `held_stderr` held back: `text()` once its block has ended."""
+
+    def __init__(self):
+        self._text = ""
+
+    def text(self):
+        return self._text
+
+
+@contextlib.contextmanager
+def held_stderr():
+    """Holds back what is written to stderr, by Python or by C++, for the caller to sift.
+
+    Yields a `_Held` whose `text()` is what was written, once the block has
+    ended (also when it raised). The file descriptor itself is redirected,
+    since TensorFlow's and h5py's native code write to it directly.
+    """
+    held = _Held()
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
         try:
-            import tensorflow
+            yield held
         finally:
+            sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
             captured.seek(0)
-            sys.stderr.write("".join(_above_level(
-                captured.read().decode("utf-8", "replace").splitlines(keepends=True), level)))
-            sys.stderr.flush()
-    return tensorflow
+            held._text = captured.read().decode("utf-8", "replace")
 
 
 def _above_level(lines, level):

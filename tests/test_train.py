@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import keras
@@ -320,6 +321,46 @@ def test_a_damaged_history_resumes(records, tmp_path):
     result = _cli("train.py", "--records", str(records), "--output_dir", str(run_dir),
                   *TRAIN_ARGS, *args, timeout=120)
     assert_one_line_error(result, "training_metadata.json is damaged", "--overwrite")
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes(records, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--records", str(records), "--output_dir", str(run_dir), *TRAIN_ARGS,
+            "--epochs", "3", "--steps_per_epoch", "1", "--precise_bn_batches", "1"]
+    # The disk fills during the second epoch's saves: files may then grow to 4 kB,
+    # as under `ulimit -f 8` (Python takes SIGXFSZ as an OSError, EFBIG).
+    full_disk = textwrap.dedent("""
+        import resource, sys, model, train
+        model.quiet_tensorflow_logs()  # as train.py's main does, before TensorFlow loads
+        model.import_tensorflow()
+        import keras
+        from model.training import recipe
+
+        class FillTheDisk(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                if epoch == 1:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        make_callbacks = recipe.make_callbacks
+        recipe.make_callbacks = lambda run: [FillTheDisk(), *make_callbacks(run)]
+        train.exit_process(train.main(sys.argv[1:]))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    full = subprocess.run([sys.executable, "-c", full_disk, *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert full.returncode == 2  # not a crash as the process exits
+    assert_one_line_error(full, "could not write", str(run_dir), "File too large",
+                          "run the same command again")
+    assert len(full.stderr.splitlines()) == 1, full.stderr
+    assert not list(run_dir.rglob("*.partial*"))  # nothing half-written is left to read
+    assert json.loads((run_dir / "backup" / "training_metadata.json").read_text()) == {
+        "epoch": 1, "batch": 0}
+    resumed = _cli("train.py", *args, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"resuming {run_dir} from epoch 1 of 3" in resumed.stdout
+    with open(run_dir / "history.csv") as handle:
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1, 2]
 
 
 def _small_source(tmp_path, num_classes):

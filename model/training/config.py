@@ -1,17 +1,21 @@
 """A run's config: every default of `train.py`, its presets, its flags and their checks.
 
 `resolve_config(argv)` turns a command line into the full, explicit config
-of a run (command line over preset over `BASE`), checked before any work, so
-a new flag is one line of `BASE` and one of `build_parser` here, never more
-of `train.py`. Importing this module is light (no TensorFlow): a command
-line is checked before TensorFlow loads.
+of a run (command line over `--config` file over preset over `BASE`), checked
+before any work, so a new flag is one line of `BASE` and one of
+`build_parser` here, never more of `train.py`; a config file sets the same
+settings (`model.training.config_file`). Importing this module is light (no
+TensorFlow): a command line is checked before TensorFlow loads.
 """
 
 import argparse
+import dataclasses
+import shlex
 
 from model import PRECISIONS, STRATEGIES
 from model.network import MODEL_NAMES
 from model.network import weights as named_weights
+from model.training import config_file, data_service
 from preprocess.errors import ArgumentParser, UserError
 from preprocess.manifest import MIN_CROP_SCALE
 
@@ -96,6 +100,8 @@ BASE = dict(
     jit_compile=False,        # XLA; worth it on GPUs, slow to compile on CPUs
     strategy="auto",          # mirrored over several local GPUs, else one device
     collective_timeout=300,   # multi_worker: seconds for the peers to join
+    data_service=None,        # None: clips cut here; grpc://HOST:PORT: by a tf.data service
+    data_service_timeout=30,  # seconds for its dispatcher to answer: ample if up, brief on a typo
     allow_cpu=False,          # train on the CPU although an NVIDIA GPU is there
     seed=0,                   # fixed, so that a rerun draws the same weights and clips
     deterministic=False,      # bit-exact reruns: deterministic ops and input order; slower
@@ -126,7 +132,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
             return action.help
         varies = action.dest != "preset" and any(action.dest in preset
                                                  for preset in PRESETS.values())
-        note = "; presets set their own" if varies else ""
+        note = "; presets set their own: see --print_config" if varies else ""
         return f"{action.help} (default: {tutorial[action.dest]}{note})"
 
 
@@ -135,12 +141,25 @@ def build_parser(description=None):
         prog="python train.py", description=description,
         argument_default=None, formatter_class=DefaultsFormatter)
     add = parser.add_argument
-    add("--records", required=True, help="folder written by python -m preprocess")
-    add("--output_dir", required=True, help="run folder: checkpoints, logs, reports, exports")
+    # Required unless --print_config, which needs neither (resolve_command_line checks).
+    add("--records", help="folder written by python -m preprocess (required, unless "
+        "--print_config)")
+    add("--output_dir", help="run folder: checkpoints, logs, reports, exports (required, "
+        "unless --print_config)")
+    add("--config", metavar="FILE",
+        help="settings from a YAML or JSON file: the flags' names without --, and "
+             "`preset`; a run's config.json is one. Flags given here override it, it "
+             "overrides its preset. --records, --output_dir and --overwrite come from "
+             "the command line only")
+    add("--print_config", action="store_true",
+        help="print the resolved settings as YAML, which --config reads back, and exit "
+             "without training (--records and --output_dir not needed); e.g. python "
+             "train.py --preset r2plus1d_18 --print_config shows that preset's settings")
     add("--overwrite", action="store_true",
         help="empty the run folder and train again (default: a finished run is left as "
              "it is, an interrupted one resumes, another config is refused)")
-    add("--preset", choices=sorted(PRESETS), help="defaults to start from")
+    add("--preset", choices=sorted(PRESETS), help="defaults to start from; "
+        "--preset NAME --print_config shows one's settings")
     add("--model", choices=MODEL_NAMES, help="which network")
     add("--width_multiplier", type=float, help="scales R(2+1)D channel counts")
     add("--dropout", type=float, help="dropout before the logits (R(2+1)D)")
@@ -187,6 +206,14 @@ def build_parser(description=None):
     add("--collective_timeout", type=int, help="multi_worker: seconds to wait for the "
         "peers to join before stopping with an error")
     add("--seed", type=int, help="seed of weights, shuffling and augmentation")
+    add("--data_service", metavar="grpc://HOST:PORT",
+        help="cut the training clips on the workers of the tf.data service whose "
+             "dispatcher is at this address (python -m model.training.data_service; "
+             "README: Bigger machines); evaluation, validation and precise BatchNorm "
+             "read on this machine")
+    add("--data_service_timeout", type=int,
+        help="seconds to wait for --data_service's dispatcher to answer before stopping "
+             "with an error")
     add("--deterministic", action="store_true", default=None,
         help="make a rerun bit-exact (deterministic ops and input order; slower)")
     add("--eval_clips", type=int, help="clips per test video, averaged")
@@ -211,21 +238,57 @@ def build_parser(description=None):
     return parser
 
 
+@dataclasses.dataclass(frozen=True)
+class CommandLine:
+    """A checked command line: the run's config, and whether to print it instead."""
+
+    config: dict
+    print_config: bool
+
+
 def resolve_config(argv, description=None):
-    """Command line over preset over base: the full, explicit config of a run.
+    """Command line over config file over preset over base: the full config of a run.
 
     Args:
         argv: the command line, without the program.
         description: the first paragraph of `--help`. Defaults to None.
     """
-    given = {k: v for k, v in vars(build_parser(description).parse_args(argv)).items()
-             if v is not None}
-    preset = given.get("preset", BASE["preset"])
-    config = {**BASE, **PRESETS[preset], **given}
+    return resolve_command_line(argv, description).config
+
+
+def resolve_command_line(argv, description=None):
+    """The command line, read and checked; see `resolve_config`.
+
+    With `--print_config`, `--records` and `--output_dir` may be missing, and
+    are then missing from the config.
+    """
+    parser = build_parser(description)
+    args = vars(parser.parse_args(argv))
+    path, print_config = args.pop("config"), bool(args.pop("print_config"))
+    given = {k: v for k, v in args.items() if v is not None}
+    missing = [f"--{key}" for key in ("records", "output_dir") if key not in given]
+    if missing and not print_config:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    from_file = (config_file.read_settings(path, parser, nullable=[
+        key for key, value in BASE.items() if value is None]) if path else {})
+    preset = given.get("preset", from_file.get("preset", BASE["preset"]))
+    config = {**BASE, **PRESETS[preset], **from_file, **given}
     config["overwrite"] = bool(config.get("overwrite"))
     config["allow_cpu"] = bool(config["allow_cpu"])
-    check_config(config, given=set(given))
-    return config
+    check_config(config, given=set(given) | set(from_file))
+    return CommandLine(config, print_config)
+
+
+def format_settings(config, argv=()):
+    """The settings of a resolved config as YAML that `--config` reads back the same.
+
+    Args:
+        config: a resolved config.
+        argv: the command line it was resolved from, named in a comment.
+    """
+    return config_file.dump_settings(config, build_parser(), header=(
+        f"The settings of: python train.py {shlex.join(argv)}\n"
+        "Train with: python train.py --config THIS_FILE --records RECORDS --output_dir RUN"))
 
 
 def check_config(config, given=None):
@@ -268,6 +331,14 @@ def check_config(config, given=None):
         (config["eval_clips"] >= 1, "--eval_clips must be at least 1"),
         (config["precise_bn_batches"] >= 0, "--precise_bn_batches must be 0 (off) or more"),
         (config["collective_timeout"] >= 1, "--collective_timeout must be at least 1 second"),
+        (config["data_service"] is None
+         or not data_service.address_problem(config["data_service"]),
+         lambda: data_service.address_problem(config["data_service"])),
+        (config["data_service"] is None or not config["deterministic"],
+         "--deterministic cannot be used with --data_service, whose workers hand out "
+         "batches in the order they finish them; drop one of the two"),
+        (config["data_service_timeout"] >= 1,
+         "--data_service_timeout must be at least 1 second"),
         (config["strategy"] != "multi_worker" or not config["overwrite"],
          "--overwrite cannot be used with --strategy multi_worker, where workers start "
          "at different moments; empty the --output_dir first, then launch every worker"),

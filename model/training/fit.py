@@ -82,10 +82,13 @@ def set_numerics(config, replicas):
     return policy
 
 
-def fit_facts(epochs, seconds, precise):
+def fit_facts(epochs, seconds, precise, wait):
+    """What `metrics.json` says of this launch's fit; `wait` is its `InputWait`."""
+    from model.training import input_wait
     return {"epochs_this_run": epochs, "seconds_this_run": round(seconds, 1),
             "seconds_per_epoch": round(seconds / epochs, 1) if epochs else None,
-            "precise_bn_seconds": [round(s, 2) for s in precise.seconds]}
+            "precise_bn_seconds": [round(s, 2) for s in precise.seconds],
+            **input_wait.facts(wait.shares)}
 
 
 def fit_one_machine(network, strategy, plan, datasets):
@@ -95,18 +98,27 @@ def fit_one_machine(network, strategy, plan, datasets):
     before each validation make its numbers mean what they say.
     """
     from model.training import recipe
+    from model.training.input_wait import InputWait
+    from model.training.launches import LaunchLog
     from model.training.precise_bn import PreciseBatchNorm
     precise = PreciseBatchNorm(network, datasets.statistics, plan.bn_batches,
                                strategy=strategy)
+    # First: its step times leave out the other callbacks' work, and the later
+    # ones (history.csv, TensorBoard, the epoch line) record its share.
+    wait = InputWait(datasets.arrivals)
     started = time.time()
     history = network.fit(datasets.training,
                           epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
                           validation_data=datasets.validation,
                           shuffle=False,  # the reader shuffles
-                          callbacks=[precise, *recipe.make_callbacks(plan.folder)],
+                          callbacks=[wait, precise,
+                                     # before the backup: a kill between them repeats an
+                                     # epoch's time rather than losing it
+                                     LaunchLog(plan.folder.launches, plan.global_batch),
+                                     *recipe.make_callbacks(plan.folder)],
                           verbose=1 if sys.stdout.isatty() else 2)
     epochs = len(history.epoch)
-    return Fitted(network, precise, fit_facts(epochs, time.time() - started, precise),
+    return Fitted(network, precise, fit_facts(epochs, time.time() - started, precise, wait),
                   precise.num_batches if precise.layers else 0)
 
 
@@ -122,6 +134,8 @@ def fit_across_workers(network, strategy, plan, datasets):
     import keras
 
     from model.training import multi_worker, recipe
+    from model.training.input_wait import InputWait
+    from model.training.launches import LaunchLog
     from model.training.precise_bn import PreciseBatchNorm
     config, cluster = plan.config, plan.cluster
     loop = multi_worker.CustomLoop(network, strategy, jit_compile=config["jit_compile"])
@@ -129,11 +143,15 @@ def fit_across_workers(network, strategy, plan, datasets):
                                all_reduce=loop.all_reduce_sum)
     if not cluster.is_chief:  # its checkpoints go to a temporary folder, unvalidated
         warnings.filterwarnings("ignore", message="Can save best model only")
+    # Each step takes one batch of this worker's pipeline for each of its replicas.
+    wait = InputWait(datasets.arrivals,
+                     batches_per_step=strategy.num_replicas_in_sync // cluster.num_workers)
     started = time.time()
     try:
         with multi_worker.worker_folder(plan.folder, cluster) as own:
             callbacks = keras.callbacks.CallbackList(
-                recipe.make_callbacks(own), add_history=True, model=network,
+                [wait, LaunchLog(own.launches, plan.global_batch), *recipe.make_callbacks(own)],
+                add_history=True, model=network,
                 epochs=config["epochs"], steps=plan.steps, verbose=0)
             val_ds = datasets.validation
             epochs = loop.fit(datasets.training, epochs=config["epochs"], steps=plan.steps,
@@ -149,7 +167,7 @@ def fit_across_workers(network, strategy, plan, datasets):
             f"{cluster.name} lost a peer ({type(error).__name__}: "
             f"{str(error).strip().splitlines()[0][:200]}); relaunch the same command on "
             f"every worker to resume from epoch {plan.folder.resume_epoch()}") from None
-    facts = fit_facts(epochs, time.time() - started, precise)
+    facts = fit_facts(epochs, time.time() - started, precise, wait)
     if not cluster.is_chief:
         print(f"train: {cluster.name} done", flush=True)
         return Fitted(None, None, facts, 0)

@@ -196,12 +196,24 @@ class CustomLoop:
             callbacks.on_epoch_end(epoch, logs)
             ran += 1
             report(f"epoch {epoch + 1}/{epochs}: "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in logs.items())
+                   + ", ".join(f"{k} {v:.4f}" for k, v in logs_seen(self.network, logs).items())
                    + f" ({time.time() - started:.1f} s)")
             if self.network.stop_training:
                 break
         callbacks.on_train_end()
         return ran
+
+
+def logs_seen(network, logs):
+    """An epoch's logs as its callbacks left them: with what they added (the input wait).
+
+    Keras's `CallbackList` hands its callbacks a copy of the logs; its
+    `History`, last in the list, keeps that copy.
+    """
+    history = getattr(network, "history", None)
+    if history is None or not getattr(history, "history", None):
+        return logs
+    return {**logs, **{key: values[-1] for key, values in history.history.items()}}
 
 
 def hits(labels, logits, k):

@@ -7,14 +7,16 @@ The two that save write each file under a temporary name and rename it over
 the old one, so a save cut short by a full disk or a kill is never read back.
 """
 
+import contextlib
 import math
 import os
+import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from model import ACCURACY, STRATEGIES, TOP_K_ACCURACY, VAL_ACCURACY, top_k
+from model import ACCURACY, STRATEGIES, TOP_K_ACCURACY, VAL_ACCURACY, held_stderr, top_k
 from preprocess.errors import UserError
 
 
@@ -54,10 +56,35 @@ def _renamed_into_place(finals):
             os.replace(partial_path(final), final)
 
 
-def _remove_partials(finals):
-    for final in finals:
-        if os.path.exists(partial_path(final)):
-            os.remove(partial_path(final))
+# Files a save failed to write in this process. HDF5 keeps them open and
+# flushes them again as the process exits, which fails the same way and
+# crashes it; a command ends at once after one (train.exit_process).
+FAILED_SAVES = []
+
+
+@contextlib.contextmanager
+def _saving(finals):
+    """Runs a save into `partial_path`s: renamed into place whole, or removed and refused.
+
+    A failed write is one `SaveError`: h5py also reports it from the
+    finalizers of every object of the file it could not write, straight to
+    stderr ("Exception ignored in ..."), and those reports are dropped. What
+    a save that works writes to stderr is passed on.
+    """
+    failure = None
+    with held_stderr() as held:
+        try:
+            yield
+        except OSError as error:
+            failure = _save_error(finals[0], error)
+    if failure:
+        FAILED_SAVES.append(finals[0])
+        for final in finals:
+            if os.path.exists(partial_path(final)):
+                os.remove(partial_path(final))
+        raise failure
+    sys.stderr.write(held.text())
+    _renamed_into_place(finals)
 
 
 class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
@@ -67,13 +94,10 @@ class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
         # Keras 3's one hook that saves: pointed at a temporary name, then renamed.
         final, self.filepath = self.filepath, partial_path(self.filepath)
         try:
-            super()._save_model(epoch, batch, logs)
-        except OSError as error:
-            _remove_partials([final])
-            raise _save_error(final, error) from None
+            with _saving([final]):
+                super()._save_model(epoch, batch, logs)
         finally:
             self.filepath = final
-        _renamed_into_place([final])
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -87,13 +111,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         finals = [self._weights_path, self._training_metadata_path]
         self._weights_path, self._training_metadata_path = map(partial_path, finals)
         try:
-            super()._save_model()
-        except OSError as error:
-            _remove_partials(finals)
-            raise _save_error(finals[0], error) from None
+            with _saving(finals):
+                super()._save_model()
         finally:
             self._weights_path, self._training_metadata_path = finals
-        _renamed_into_place(finals)
 
 
 def make_strategy(name):

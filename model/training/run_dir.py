@@ -5,7 +5,8 @@
         architecture.json      the network's Keras config, which a resumed run rebuilds
         checkpoints/last.keras, checkpoints/best.keras
         backup/                Keras BackupAndRestore state (resume after a kill)
-        logs/                  TensorBoard
+        logs/                  TensorBoard: Keras's curves, and the run's HParams at its end
+        launches.json          each launch's epochs, steps and seconds (wall time across resumes)
         history.csv, metrics.json, learning_curves.png, confusion_matrix.png
         model.keras, saved_model/, classes.json      the exports inference needs
         .lock                  held by the run writing here (`preprocess.folder_lock`)
@@ -27,7 +28,8 @@ from preprocess.folder_lock import LOCK_NAME
 from preprocess.manifest import MANIFEST_NAME, read_bytes
 
 # Options that do not change what a run computes; a resume may differ in them.
-NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu")
+NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu",
+                "data_service", "data_service_timeout")
 # What inference needs of the manifest to turn a new video into frames the same way.
 MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames",
                          "encoding", "created", "schema_version")
@@ -54,6 +56,7 @@ class RunDir:
         self.backup = join("backup")
         self.logs = join("logs")
         self.history = join("history.csv")
+        self.launches = join("launches.json")
         self.metrics = join("metrics.json")
         self.learning_curves = join("learning_curves.png")
         self.confusion_matrix = join("confusion_matrix.png")

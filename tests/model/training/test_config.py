@@ -1,13 +1,16 @@
 """A run's config: defaults, presets, flags and the checks that refuse a request in one line."""
 
+import json
 import subprocess
 import sys
 
 import pytest
+import yaml
 
-from conftest import REPO
+from conftest import REPO, assert_one_line_error
 from model.training import config as config_lib
 from model.training.config import BASE, PRESETS, TrainError, build_parser, resolve_config
+from preprocess.errors import UserError
 from preprocess.manifest import MIN_CROP_SCALE
 
 # A small R(2+1)D run on a cosine schedule, as the trainer's own tests ask for.
@@ -27,7 +30,9 @@ def test_command_line_over_preset_over_base():
 def test_help_ends_each_flag_with_its_default():
     text = " ".join(build_parser().format_help().split())
     assert f"smallest area fraction of resized crops (default: {MIN_CROP_SCALE})" in text
-    assert "frames per clip (default: 10; presets set their own)" in text
+    assert ("frames per clip (default: 10; presets set their own: see --print_config)"
+            in text)
+    assert "--preset NAME --print_config shows one's settings" in text
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -104,3 +109,148 @@ def test_every_default_has_a_reason():
     base = source[start:source.index("\n)\n", start)]
     for line in base.splitlines()[1:]:
         assert "#" in line, line
+
+
+# -----------------------------------------------------------------------------
+# Config files and --print_config.
+# -----------------------------------------------------------------------------
+
+WHERE = ["--records", "r", "--output_dir", "o"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_command_line_over_file_over_preset_over_base(tmp_path):
+    path = write(tmp_path / "exp.yaml", "preset: demo\nepochs: 7\nbatch_size: 4\n"
+                                        "learning_rate: 1e-4\nflip: true\n")
+    config = resolve_config([*WHERE, "--config", path, "--batch_size", "2"])
+    assert config["batch_size"] == 2  # the command line over the file
+    assert config["epochs"] == 7 and config["flip"] is True  # the file over its preset
+    assert config["learning_rate"] == 1e-4  # YAML's string "1e-4", read as --learning_rate reads it
+    assert config["preset"] == "demo"
+    assert config["width_multiplier"] == PRESETS["demo"]["width_multiplier"]  # the file's preset
+    assert config["crop_scale"] == BASE["crop_scale"]  # the base
+    assert "config" not in config and "print_config" not in config  # not settings of the run
+    # A preset on the command line wins over the file's; the file's values still apply.
+    config = resolve_config([*WHERE, "--config", path, "--preset", "r2plus1d_18"])
+    assert config["preset"] == "r2plus1d_18" and config["epochs"] == 7
+    assert config["num_frames"] == PRESETS["r2plus1d_18"]["num_frames"]
+
+
+def test_a_json_file_and_nulls_where_the_default_is_none(tmp_path):
+    path = write(tmp_path / "exp.json", json.dumps(
+        {"preset": "r2plus1d_18_kinetics", "init_from": None, "eval_crops": 1}))
+    config = resolve_config([*WHERE, "--config", path])
+    assert config["init_from"] is None  # from scratch, whatever the preset starts from
+    assert config["eval_crops"] == 1 and config["model"] == "r2plus1d_18"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epoch: 3\n", "exp.yaml: unknown setting 'epoch'; did you mean epochs?"),
+    ("epochs: 3.5\n", "exp.yaml: epochs must be a whole number (as --epochs takes), not 3.5"),
+    ("epochs: true\n", "exp.yaml: epochs must be a whole number (as --epochs takes), not True"),
+    ("learning_rate: fast\n", "exp.yaml: learning_rate must be a number (as --learning_rate "
+                              "takes), not 'fast'"),
+    ("optimizer: adamw\n", "exp.yaml: optimizer must be one of adam, sgd (as --optimizer "
+                           "takes), not 'adamw'"),
+    ("eval_crops: 2\n", "exp.yaml: eval_crops must be one of 1, 3 (as --eval_crops takes), "
+                        "not 2"),
+    ("preset: r18\n", "exp.yaml: preset must be one of demo, "),
+    ("flip: 1\n", "exp.yaml: flip must be true or false (as --flip takes), not 1"),
+    ("jit_compile: \"yes\"\n", "exp.yaml: jit_compile must be true or false"),
+    ("train_split: 3\n", "exp.yaml: train_split must be a string (as --train_split takes), "
+                         "not 3"),
+    ("epochs:\n", "exp.yaml: epochs must be given a value (as --epochs takes), not None"),
+    ("epochs: [3\n", "exp.yaml is not valid YAML (line 2: "),
+    ("- epochs\n", "exp.yaml must hold settings as `name: value` lines (a mapping), not a list"),
+    # The file's values meet the same checks as the command line's.
+    ("epochs: 0\n", "--epochs must be at least 1"),
+])
+def test_a_bad_file_is_refused_in_one_line_naming_file_and_key(tmp_path, text, message):
+    path = write(tmp_path / "exp.yaml", text)
+    with pytest.raises(UserError) as raised:
+        resolve_config([*WHERE, "--config", path])
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_file_and_yaml_that_would_run_code_are_refused(tmp_path):
+    with pytest.raises(UserError, match="--config .*nope.yaml: no such file"):
+        resolve_config([*WHERE, "--config", str(tmp_path / "nope.yaml")])
+    marker = tmp_path / "ran"
+    path = write(tmp_path / "exp.yaml", f"epochs: !!python/object/apply:os.system "
+                                        f"['touch {marker}']\n")
+    with pytest.raises(UserError, match="exp.yaml is not valid YAML"):
+        resolve_config([*WHERE, "--config", path])
+    assert not marker.exists()  # yaml.safe_load: data, never code
+
+
+def test_records_and_output_dir_are_required_except_to_print(capsys):
+    with pytest.raises(UserError, match="required: --records, --output_dir"):
+        resolve_config([])
+    with pytest.raises(UserError, match="required: --output_dir"):
+        resolve_config(["--records", "r"])
+    assert config_lib.resolve_command_line(["--print_config"]).print_config
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_printed_settings_load_back_as_the_same_config(tmp_path, preset):
+    argv = ["--preset", preset, "--epochs", "30", "--seed", "5", "--no-flip", "--deterministic"]
+    config = resolve_config([*WHERE, *argv])
+    printed = config_lib.format_settings(config, [*argv, "--print_config"])
+    # Every setting, and only settings: where a run reads and writes is not one.
+    assert set(yaml.safe_load(printed)) == set(config) - {"records", "output_dir", "overwrite"}
+    path = write(tmp_path / "printed.yaml", printed)
+    assert resolve_config([*WHERE, "--config", path]) == config
+    # Printed again from the file, the settings are the same text.
+    again = config_lib.format_settings(resolve_config([*WHERE, "--config", path]))
+    assert again.split("\n", 2)[2] == printed.split("\n", 2)[2]  # past the two comment lines
+
+
+def test_print_config_prints_a_preset_and_exits_without_a_run_folder(tmp_path, capsys):
+    import train
+    out = tmp_path / "run"
+    assert train.main(["--preset", "r2plus1d_18", "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    settings = yaml.safe_load(printed)
+    assert settings == {key: value for key, value in
+                        resolve_config([*WHERE, "--preset", "r2plus1d_18"]).items()
+                        if key not in ("records", "output_dir", "overwrite")}
+    assert settings["num_frames"] == 16 and settings["optimizer"] == "sgd"
+    assert printed.startswith("# The settings of: python train.py --preset r2plus1d_18 "
+                              "--print_config\n")
+    assert train.main(["--records", "r", "--output_dir", str(out), "--print_config"]) == 0
+    assert not out.exists()
+    assert "records" not in yaml.safe_load(capsys.readouterr().out)
+
+
+def test_a_runs_config_json_is_a_config_file(tmp_path, capsys):
+    from model.training.run_dir import RunDir, identity
+    (tmp_path / "records").mkdir()
+    original = resolve_config(["--records", str(tmp_path / "records"), "--output_dir",
+                               str(tmp_path / "run"), "--preset", "demo", "--epochs", "3",
+                               "--overwrite"])
+    run = RunDir(tmp_path / "run")
+    run.prepare({})
+    run.write_config(original, identity(original, str(tmp_path / "records")),
+                     policy="float32", replicas=1, global_batch=8)
+    capsys.readouterr()
+    again = resolve_config(["--records", "other", "--output_dir", "elsewhere",
+                            "--config", run.config])
+    assert again == {**original, "records": "other", "output_dir": "elsewhere",
+                     "overwrite": False}
+    notes = capsys.readouterr().err.splitlines()
+    assert notes == [f"train: {run.config}: ignoring records, output_dir, overwrite: where a "
+                     "run reads and writes comes from the command line (--records, "
+                     "--output_dir, --overwrite)"]
+
+
+def test_a_bad_config_file_is_one_error_line_from_train(tmp_path):
+    path = write(tmp_path / "exp.yaml", "learning_rat: 0.1\n")
+    result = subprocess.run([sys.executable, "train.py", "--config", path, "--print_config"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert_one_line_error(result, "exp.yaml: unknown setting 'learning_rat'; did you mean "
+                                  "learning_rate?")

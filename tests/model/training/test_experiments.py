@@ -81,17 +81,19 @@ def test_the_table_shows_only_the_settings_that_differ():
     runs = [Run("runs/a", SETTINGS, RESULTS),
             Run("runs/b", {**SETTINGS, "learning_rate": 0.01, "init_from": "kinetics400"},
                 {**RESULTS, "wall_seconds": None}),
-            Run("runs/c", {k: v for k, v in SETTINGS.items() if k != "flip"}, RESULTS)]
-    assert experiments.differing_settings(runs) == ["learning_rate", "flip", "init_from"]
+            Run("runs/c", {**{k: v for k, v in SETTINGS.items() if k != "flip"},
+                           "epochs": 3.0}, RESULTS)]  # 3.0 is 3: a preset's int, a flag's float
+    # In --help's order, as --print_config prints them.
+    assert experiments.differing_settings(runs) == ["init_from", "flip", "learning_rate"]
     assert experiments.comparison_table(runs).splitlines() == [
-        "| run | learning_rate | flip | init_from | accuracy | top-5 | mean class accuracy "
+        "| run | init_from | flip | learning_rate | accuracy | top-5 | mean class accuracy "
         "| epochs trained | wall time | clips/s |",
         "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-        "| runs/a | 0.002 | False | None | 0.750 | 1.000 | 0.700 | 3 | 1:02:05 | 12.3 |",
-        "| runs/b | 0.01 | False | kinetics400 | 0.750 | 1.000 | 0.700 | 3 | ? | 12.3 |",
-        "| runs/c | 0.002 |  | None | 0.750 | 1.000 | 0.700 | 3 | 1:02:05 | 12.3 |"]
+        "| runs/a | None | False | 0.002 | 0.750 | 1.000 | 0.700 | 3 | 1:02:05 | 12.3 |",
+        "| runs/b | kinetics400 | False | 0.01 | 0.750 | 1.000 | 0.700 | 3 | ? | 12.3 |",
+        "| runs/c | None |  | 0.002 | 0.750 | 1.000 | 0.700 | 3 | 1:02:05 | 12.3 |"]
     rows = list(csv.DictReader(io.StringIO(experiments.comparison_table(runs, "csv"))))
-    assert list(rows[0]) == ["run", "learning_rate", "flip", "init_from",
+    assert list(rows[0]) == ["run", "init_from", "flip", "learning_rate",
                              *experiments.RESULTS]
     assert rows[0]["wall_seconds"] == "3725.4" and rows[1]["wall_seconds"] == ""
     assert rows[2]["flip"] == "" and rows[0]["clips_per_second"] == "12.345"

@@ -1,0 +1,157 @@
+"""How long training waits for its input: each epoch's share of step time spent waiting
+for the next batch, as PySlowFast logs its data time beside its iteration time.
+
+A probe, the last stage of the training dataset (`Arrivals.probe`), notes when
+each batch leaves the pipeline; `InputWait`, the first Keras callback, notes
+when each step begins and ends. A step that began before its batch existed
+waited for it: the epoch's share is the sum of those waits over the time its
+steps took, in the epoch's logs (`history.csv`, TensorBoard, the epoch line)
+and in `metrics.json`; `input_bound_advice` turns a high mean into one line of
+advice.
+"""
+
+import collections
+import math
+import time
+
+import keras
+
+LOG_KEY = "input_wait"
+# A step that waits for its batch a fifth of the time could train 25% faster
+# with enough input (1 / 0.8): enough to act on. Below that, what waiting
+# remains is the ordinary jitter of a pipeline that keeps up.
+INPUT_BOUND_SHARE = 0.2
+
+
+class Arrivals:
+    """When each training batch left its pipeline: times in order, thread-safe.
+
+    A deque's `append` and `popleft` are atomic, so the pipeline's thread
+    records while the callback reads.
+    """
+
+    def __init__(self):
+        self._times = collections.deque()
+
+    def record(self):
+        self._times.append(time.perf_counter())
+        return math.nan  # numpy_function wants a value; nothing reads it
+
+    def take(self, count):
+        """The oldest `count` times (fewer if fewer arrived), removed."""
+        return [self._times.popleft() for _ in range(min(count, len(self._times)))]
+
+    def probe(self, dataset):
+        """`dataset`, its elements unchanged, with each one's departure recorded.
+
+        A sequential map (no `num_parallel_calls`) runs inside the consumer's
+        `GetNext`, so the time is when the batch was handed over, whatever
+        the stages before prefetched. tf.data would otherwise add a prefetch
+        after a synchronous last stage (`inject_prefetch`), which would move
+        that moment back into a buffer: it is turned off here.
+        """
+        import tensorflow as tf
+
+        def stamp(*element):
+            noted = tf.numpy_function(self.record, [], tf.float64, stateful=True)
+            with tf.control_dependencies([noted]):  # noted before it is handed over
+                return tf.nest.map_structure(tf.identity, element)
+
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False
+        return dataset.map(stamp).with_options(options)
+
+
+def wait_share(begins, arrivals, end):
+    """The share of `[begins[0], end]` that steps spent waiting for their batch.
+
+    Args:
+        begins: when each step began, in order.
+        arrivals: when each step's batch left the pipeline, in the same order;
+            a batch that arrived before its step began (prefetched) cost no wait.
+        end: when the last step ended.
+
+    Returns:
+        A share in [0, 1], or None without a step.
+    """
+    if not begins or not arrivals or end <= begins[0]:
+        return None
+    waited = sum(max(0.0, arrived - began) for began, arrived in zip(begins, arrivals))
+    return min(1.0, waited / (end - begins[0]))
+
+
+class InputWait(keras.callbacks.Callback):
+    """Puts each epoch's share of step time spent waiting for input into its logs.
+
+    First in the callback list, so that its times leave out the other
+    callbacks' work and the callbacks after it (CSV history, TensorBoard,
+    the epoch line) record `logs["input_wait"]`. The k-th step of the fit
+    takes the k-th batch that left the probed pipeline (first in, first out:
+    batches prefetched at an epoch's end belong to the next). The first step
+    of a fit is left out: it also traces and compiles the step. The time a
+    step takes to ask for its batch (under a millisecond) counts as waiting:
+    nothing beside real steps of tenths of a second.
+
+    Args:
+        arrivals: the `Arrivals` whose probe ends the training dataset.
+        batches_per_step: batches of that pipeline each step takes (one per
+            local replica across machines, one global batch with `fit`).
+            Defaults to 1.
+    """
+
+    def __init__(self, arrivals, batches_per_step=1):
+        super().__init__()
+        self.arrivals = arrivals
+        self.batches_per_step = batches_per_step
+        self.shares = []        # each epoch's share in this fit; None where unmeasured
+        self._steps = 0         # steps of this fit so far, over every epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._begins, self._end = [], None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begins.append(time.perf_counter())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        per_step = self.batches_per_step
+        batches = self.arrivals.take(len(self._begins) * per_step)
+        begins = self._begins
+        arrivals = batches[per_step - 1::per_step]  # a step starts once its last batch is in
+        if not self._steps:  # the fit's first step traced and compiled the step too
+            begins, arrivals = begins[1:], arrivals[1:]
+        self._steps += len(self._begins)
+        share = wait_share(begins, arrivals, self._end)
+        self.shares.append(None if share is None else round(share, 4))
+        if logs is not None:  # NaN, not missing: the CSV keeps one set of columns
+            logs[LOG_KEY] = math.nan if share is None else share
+
+
+def facts(shares):
+    """What `metrics.json` says of the waits: each epoch's share and their mean."""
+    measured = [share for share in shares if share is not None]
+    return {"input_wait_per_epoch": list(shares),
+            "input_wait": round(sum(measured) / len(measured), 4) if measured else None}
+
+
+def input_bound_advice(facts_, data_service=None):
+    """One line saying the run was input-bound and what to do, or None if it was not."""
+    mean = facts_.get("input_wait")
+    if mean is None or mean <= INPUT_BOUND_SHARE:
+        return None
+    more = ("start more workers of its tf.data service (python -m "
+            "model.training.data_service worker)" if data_service
+            else "give the input more CPU cores, or other machines' with --data_service")
+    return (f"input-bound: training waited for its input {mean:.0%} of its step time "
+            f"(over {INPUT_BOUND_SHARE:.0%}); cut more clips from each video read "
+            "(--samples_per_video 2), store fewer frames (python -m preprocess --fps) or "
+            f"read shorter or smaller clips (--num_frames, --image_size), or {more}")
+
+
+def report_input_bound(facts_, data_service=None):
+    """Prints `input_bound_advice` as a run's last line, if the run was input-bound."""
+    advice = input_bound_advice(facts_, data_service)
+    if advice:
+        print(f"train: {advice}", flush=True)
