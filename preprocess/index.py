@@ -271,21 +271,21 @@ class SplitIndex:
         shard_path = self.shards[int(shard)]
         rows = np.atleast_2d(indices)
         out = np.empty(rows.shape, dtype=object)
-        for r, row in enumerate(rows):
-            first, last = int(row.min()), int(row.max())
+        for r, row in enumerate(rows.tolist()):
+            first, last = min(row), max(row)
             table = np.frombuffer(self.files.read(index_path(shard_path),
                                                   int(frames_at) + first * FRAME.itemsize,
                                                   (last - first + 1) * FRAME.itemsize), FRAME)
-            start = int(table["offset"][0])
-            end = int(table["offset"][-1]) + int(table["length"][-1])
-            data = memoryview(self.files.read(shard_path, start, end - start))
+            # Plain lists: indexing numpy records one by one costs more than the read.
+            offsets, lengths, crcs = (table[key].tolist() for key in ("offset", "length", "crc"))
+            start = offsets[0]
+            data = self.files.read(shard_path, start, offsets[-1] + lengths[-1] - start)
             for c, index in enumerate(row):
-                entry = table[int(index) - first]
-                at = int(entry["offset"]) - start
-                jpeg = bytes(data[at:at + int(entry["length"])])
-                if google_crc32c.value(jpeg) != int(entry["crc"]):
+                at = offsets[index - first] - start
+                jpeg = data[at:at + lengths[index - first]]
+                if google_crc32c.value(jpeg) != crcs[index - first]:
                     raise IndexMismatchError(
-                        f"frame {int(index)} at byte {int(entry['offset'])} of {shard_path} "
+                        f"frame {index} at byte {offsets[index - first]} of {shard_path} "
                         f"{CORRUPT_FRAME}: the shard is corrupt; copy or preprocess it again, "
                         "or pass --skip_corrupt to skip unreadable records")
                 out[r, c] = jpeg
