@@ -260,3 +260,19 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.getbasetemp() / "two_class_run"
     root.mkdir(exist_ok=True)
     return two_class_run(root)
+
+
+@pytest.fixture
+def float32_policy():
+    """Keras's float32 policy around a test that sets another one."""
+    import keras
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def random_clips(batch, frames, size, seed=0):
+    """Seeded uint8 clips `[batch, frames, size, size, 3]` for the networks' tests."""
+    import numpy as np
+    return np.random.default_rng(seed).integers(0, 256, (batch, frames, size, size, 3),
+                                                dtype=np.uint8)

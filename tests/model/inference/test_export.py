@@ -7,22 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from conftest import random_clips
 from model.inference import export
 from model.network.build import build_model
 from model.training.precision import set_precision
 from model.training.run_dir import RunDir
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def _clips(batch, frames, size, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (batch, frames, size, size, 3),
-                                                dtype=np.uint8)
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def _small():
@@ -39,7 +31,7 @@ def test_float32_copy_keeps_a_float32_model_and_copies_a_mixed_one():
     computing = [layer for layer in copy.layers if not isinstance(layer, keras.layers.InputLayer)]
     assert {layer.compute_dtype for layer in computing} == {"float32"}
     inner = keras.Model(copy.input, copy.get_layer("stage1_block1").output)
-    assert keras.backend.standardize_dtype(inner(_clips(1, 8, 32)).dtype) == "float32"
+    assert keras.backend.standardize_dtype(inner(random_clips(1, 8, 32)).dtype) == "float32"
     for ours, theirs in zip(copy.get_weights(), mixed.get_weights()):
         np.testing.assert_array_equal(ours, theirs)
 
@@ -55,7 +47,7 @@ def test_exports_compute_in_float32_whatever_trained_them(precision, tmp_path):
     set_precision("float32")
     exported = keras.saving.load_model(run.model)
     assert {layer.compute_dtype for layer in exported.layers} <= {"float32", "uint8"}
-    clips = _clips(2, 8, 32)
+    clips = random_clips(2, 8, 32)
     np.testing.assert_allclose(np.asarray(exported(clips)), np.asarray(model(clips)),
                                atol=0.05)  # the half-precision model's rounding
     loaded = tf.saved_model.load(run.saved_model)  # kept: its variables live with it

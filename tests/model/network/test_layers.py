@@ -7,21 +7,12 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, random_clips
 from model.network import layers as video_layers
 from model.network.build import build_model
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def _clips(batch, frames, size, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (batch, frames, size, size, 3),
-                                                dtype=np.uint8)
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 LAYERS = [
@@ -69,7 +60,7 @@ def test_a_keras_file_of_each_layer_reloads_with_identical_outputs(cls, kwargs, 
 
 
 def test_random_flip_mirrors_whole_clips_in_training_only():
-    clips = _clips(64, 3, 8)
+    clips = random_clips(64, 3, 8)
     layer = video_layers.RandomFlipClips(seed=1)
     np.testing.assert_array_equal(np.asarray(layer(clips, training=False)), clips)
     out = np.asarray(layer(clips, training=True))
@@ -92,7 +83,7 @@ def test_mid_channels_follow_the_papers_parameter_budget():
 def test_keras_file_reloads_in_a_fresh_process(name, tmp_path):
     options = {} if name == "tutorial" else {"width_multiplier": 0.25}
     model = build_model(name, 5, 8, 32, flip=True, **options)
-    clips = _clips(2, 8, 32)
+    clips = random_clips(2, 8, 32)
     model.compile(optimizer="adam",
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(clips, np.array([0, 1]), epochs=1, verbose=0)  # move BatchNorm statistics

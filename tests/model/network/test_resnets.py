@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, random_clips
 from model.network import MODEL_NAMES, R2PLUS1D_STAGES, resnets
 from model.network import layers as video_layers
 from model.training.precision import set_precision
@@ -17,16 +17,7 @@ from model.training.precision import set_precision
 HERE = pathlib.Path(__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def float32_policy():
-    keras.mixed_precision.set_global_policy("float32")
-    yield
-    keras.mixed_precision.set_global_policy("float32")
-
-
-def _clips(batch, frames, size, seed=0):
-    return np.random.default_rng(seed).integers(0, 256, (batch, frames, size, size, 3),
-                                                dtype=np.uint8)
+pytestmark = pytest.mark.usefixtures("float32_policy")
 
 
 def _network(name, num_classes, num_frames=16, image_size=112, **options):
@@ -47,7 +38,7 @@ def _small(name, num_classes=5, num_frames=8, image_size=32, flip=False):
 @pytest.mark.parametrize("frames,size", [(8, 32), (4, 48)])
 def test_output_shapes(name, frames, size):
     model = _small(name, num_classes=7, num_frames=frames, image_size=size)
-    logits = model(_clips(2, frames, size))
+    logits = model(random_clips(2, frames, size))
     assert tuple(logits.shape) == (2, 7)
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
 
@@ -55,8 +46,8 @@ def test_output_shapes(name, frames, size):
 def test_r2plus1d_sizes_are_free():
     model = resnets.r2plus1d(3, (1, 1, 1, 1), num_frames=None, image_size=None,
                              width_multiplier=0.25)
-    assert tuple(model(_clips(1, 6, 40)).shape) == (1, 3)
-    assert tuple(model(_clips(1, 16, 64)).shape) == (1, 3)
+    assert tuple(model(random_clips(1, 6, 40)).shape) == (1, 3)
+    assert tuple(model(random_clips(1, 16, 64)).shape) == (1, 3)
 
 
 def tutorial_parameter_count(num_classes):
@@ -110,7 +101,7 @@ def test_flips_follow_the_rescaling_and_rest_at_inference():
     assert model.get_layer("random_flip").compute_dtype == "float32"
     # Inactive at inference: two predictions of 16 clips agree (random flips
     # would differ somewhere with probability 1 - 2**-16).
-    probe = _clips(16, 8, 32)
+    probe = random_clips(16, 8, 32)
     np.testing.assert_array_equal(model.predict(probe, verbose=0),
                                   model.predict(probe, verbose=0))
 
@@ -123,9 +114,9 @@ def test_dtype_policies(precision, compute):
     dtype = keras.backend.standardize_dtype
     assert all(dtype(v.dtype) == "float32" for v in model.weights)
     inner = keras.Model(model.input, model.get_layer("stage1_block1").output)
-    assert dtype(inner(_clips(1, 8, 32)).dtype) == compute
+    assert dtype(inner(random_clips(1, 8, 32)).dtype) == compute
     assert model.get_layer("logits").compute_dtype == "float32"
-    assert dtype(model(_clips(1, 8, 32)).dtype) == "float32"
+    assert dtype(model(random_clips(1, 8, 32)).dtype) == "float32"
 
 
 def _fit_reduces_loss(name, precision):
@@ -134,7 +125,7 @@ def _fit_reduces_loss(name, precision):
     model = _small(name, num_classes=4, flip=True)  # flips run inside the train step
     model.compile(optimizer=keras.optimizers.Adam(1e-3 if name != "tutorial" else 1e-4),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    clips, labels = _clips(4, 8, 32, seed=1), np.array([0, 1, 2, 3])
+    clips, labels = random_clips(4, 8, 32, seed=1), np.array([0, 1, 2, 3])
     # The training loss of each step: inference-mode losses would also measure
     # how far BatchNorm's moving statistics have come in eight steps.
     losses = model.fit(clips, labels, epochs=8, batch_size=4, verbose=0).history["loss"]

@@ -94,8 +94,11 @@ def test_the_advice_works():
 
 
 def test_importing_the_config_loads_no_tensorflow():
+    # A preset that names published weights too: their table is read, not TensorFlow.
     code = ("import sys\nfrom model.training import config\n"
             "config.resolve_config(['--records', 'r', '--output_dir', 'o'])\n"
+            "config.resolve_config(['--records', 'r', '--output_dir', 'o', "
+            "'--preset', 'r2plus1d_34_ig65m'])\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
