@@ -28,9 +28,12 @@ from preprocess import reader
 from records import read_split
 
 # Two classes told apart by motion alone: growing against sliding right.
-# Deterministic, so that a rerun on this kind of machine gives the same numbers.
+# Deterministic, on records whose bytes are fixed, so that a rerun on this kind
+# of machine gives the same numbers. frame_step 4 spans 29 of a video's 30
+# frames: with 3 (22 frames), 15 short epochs left seed 0 at chance, while 4
+# gave 13 of 16 test videos with seeds 0, 1 and 2 alike.
 TRAIN_ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", "8",
-              "--frame_step", "3", "--image_size", "48", "--batch_size", "8",
+              "--frame_step", "4", "--image_size", "48", "--batch_size", "8",
               "--learning_rate", "2e-3", "--schedule", "cosine", "--no-flip",
               "--eval_clips", "2", "--seed", "0", "--deterministic"]
 
@@ -89,7 +92,7 @@ def test_run_writes_every_file_and_learns(finished_run):
     # those of the last validation.
     everything = json.loads((run / "metrics.json").read_text())
     views = {"clips": 2, "crops": 1, "crop": "48x48, stored scale"}  # the tutorial preset's crops
-    assert everything["evaluated"] == {"checkpoint": "last", "epoch": 15,
+    assert everything["evaluated"] == {"checkpoint": "last", "epoch": 15, "split": "test",
                                        "precise_bn_batches": 7, "views": views}
     assert config["views"] == views
     assert len(everything["training"]["precise_bn_seconds"]) == 15
@@ -97,7 +100,7 @@ def test_run_writes_every_file_and_learns(finished_run):
     assert metrics["top5_accuracy"] == 1.0  # top-2 of 2 classes
     assert metrics["num_videos"] == 16 and metrics["num_clips"] == 32
     assert set(metrics["per_class"]) == {"Grow", "SlideRight"}
-    assert metrics["accuracy"] > 0.5, metrics  # chance is 0.5
+    assert metrics["accuracy"] >= 0.75, metrics  # chance is 0.5
 
 
 @pytest.mark.slow
