@@ -34,7 +34,6 @@ from preprocess.index import corrupt_frame
 from preprocess.errors import USAGE_STATUS, UserError, run_command
 
 NAN_LOSS_STATUS = 3  # a run that diverged: not a misuse, and worth telling apart
-resolve_config = config_lib.resolve_config  # a command line's config, as train.resolve_config
 
 
 def main(argv=None):

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-import train
 from conftest import REPO
 from model.network import weights
+from model.training.config import resolve_config
 from preprocess.synthetic import MOTION_CLASSES
 
 README = (REPO / "README.md").read_text()
@@ -101,7 +101,7 @@ def test_the_fine_tuning_commands_name_published_weights():
     trainings = [c for c in commands(block) if _program(c) == "train.py"]
     assert trainings
     for command in trainings:
-        config = train.resolve_config(command.split()[2:])
+        config = resolve_config(command.split()[2:])
         assert weights.lookup(config["init_from"]) is not None, command
     for name in re.findall(r"^\| `(\w+)` \|", README, re.M):
         assert weights.lookup(name) is not None, name
