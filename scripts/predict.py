@@ -6,7 +6,7 @@
         [--stride 1] [--threshold 0.5] [--min_seconds 1]
 
 Whole videos: one row per video (path, top classes and probabilities, clips,
-seconds) as JSON lines or CSV, to --output or stdout, in input order; a
+seconds, error) as JSON lines or CSV, to --output or stdout, in input order; a
 progress bar on a terminal's stderr. Each video's clips are the run's
 evaluation clips, so a video's scores equal its evaluation's when it was in
 the test records.
@@ -14,10 +14,14 @@ the test records.
 --timeline: windows of the model's clip span every --stride seconds, for
 each video <name>.windows.jsonl (per-window top classes with start and end
 seconds), <name>.segments.jsonl (stretches where one class stays on top) and
-<name>.timeline.png in --output_dir; frames stream, so any length fits.
+<name>.timeline.png in --output_dir, and videos.jsonl there, a row per video
+(path, <name>, windows, duration, segments, error); frames stream, so any
+length fits.
 
-A video that cannot be read is listed on stderr with its reason while the
-rest go on. Exit status: 0, 1 if any video failed, 2 for a bad command line.
+Probabilities in rows have 4 decimals. A video that cannot be read is a row
+with its error (and no classes), and is listed on stderr with its reason,
+while the rest go on. Exit status: 0, 1 if any video failed, 2 for a bad
+command line.
 """
 
 import contextlib
@@ -40,7 +44,6 @@ TIMELINE_FLAGS = {
     "min_seconds": (1.0, "shortest segment kept, and longest gap bridged"),
 }
 OUTPUT_FORMATS = ("jsonl", "csv")
-VIDEO_FIELDS = ("path", "top", "clips", "seconds")
 
 
 def build_parser():
@@ -130,10 +133,11 @@ def predict(argv):
 
 
 def predict_whole_videos(predictor, videos, args):
-    """Writes a row per video as it completes; returns the failures `[(path, reason)]`."""
+    """Writes a row per video as it completes, a failed one's with its error; returns the
+    failures `[(path, reason)]`."""
     from tqdm import tqdm
 
-    from model.inference.predictor import RowWriter
+    from model.inference.predictor import VIDEO_FIELDS, RowWriter
     if args.output and os.path.dirname(args.output):
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
     failures, clips = [], 0
@@ -146,13 +150,10 @@ def predict_whole_videos(predictor, videos, args):
         for prediction in predictor.predict_videos(videos, batch_size=args.batch_size,
                                                    workers=args.workers):
             bar.update()
+            rows.write(predictor.row(prediction, args.top))
             if prediction.error:
                 failures.append((prediction.item, prediction.error))
-                continue
             clips += prediction.clips
-            rows.write({"path": prediction.item,
-                        "top": predictor.top(prediction.probabilities, args.top),
-                        "clips": prediction.clips, "seconds": round(prediction.seconds, 3)})
     seconds = time.perf_counter() - started
     done = len(videos) - len(failures)
     print(f"predict: {done} videos, {clips} clips in {seconds:.1f} s "
@@ -161,40 +162,56 @@ def predict_whole_videos(predictor, videos, args):
 
 
 def predict_timelines(predictor, videos, args):
-    """Writes each video's timeline files; returns the failures `[(path, reason)]`."""
+    """Writes each video's timeline files, and a row per video in the folder's list of
+    videos; returns the failures `[(path, reason)]`."""
+    from model.inference import timeline
+    from model.inference.predictor import RowWriter
+    os.makedirs(args.output_dir, exist_ok=True)
+    failures = []
+    index = timeline.TimelineFiles.index(args.output_dir, args.format)
+    with open(index, "w", newline="", encoding="utf-8") as stream:
+        rows = RowWriter(stream, args.format, timeline.INDEX_FIELDS)
+        for path, name in zip(videos, timeline.output_names(videos)):
+            row = predict_timeline(predictor, path, name, args)
+            rows.write(row)
+            if row["error"]:
+                failures.append((path, row["error"]))
+    print(f"a row per video: {index}")
+    return failures
+
+
+def predict_timeline(predictor, path, name, args):
+    """Writes one video's timeline files; returns its row in the list of videos."""
     from tqdm import tqdm
 
     from model.inference import timeline
     from model.inference.predictor import VIDEO_ERRORS, describe
-    os.makedirs(args.output_dir, exist_ok=True)
-    failures = []
-    for path, name in zip(videos, timeline.output_names(videos)):
-        windows = timeline.WindowClips(predictor, path, args.stride)
-        scored = []
-        with tqdm(unit="window", desc=os.path.basename(path), file=sys.stderr,
-                  disable=None) as bar:
-            try:
-                if not os.path.isfile(path):
-                    raise FileNotFoundError("no such file")
-                for prediction in timeline.predict_windows(predictor, windows,
-                                                           batch_size=args.batch_size):
-                    scored.append(prediction)
-                    bar.update()
-            except VIDEO_ERRORS as error:
-                failures.append((path, describe(error)))
-        if not scored:
-            continue
-        # A video that failed part way still gets the timeline of what decoded.
-        duration = windows.duration or scored[-1].item.end
-        found = timeline.segments(scored, duration, threshold=args.threshold,
-                                  min_seconds=args.min_seconds)
-        files = timeline.TimelineFiles.of(args.output_dir, name, args.format)
-        timeline.write_timeline(files, path, scored, found, predictor.class_names,
-                                output_format=args.format, top=args.top)
-        print(f"{path}: {timeline.describe_segments(found, predictor.class_names)}")
-        print(f"  {len(scored)} windows of {duration:.1f} s: {files.windows}, "
-              f"{files.segments}, {files.plot}")
-    return failures
+    windows = timeline.WindowClips(predictor, path, args.stride)
+    scored, error = [], None
+    with tqdm(unit="window", desc=os.path.basename(path), file=sys.stderr,
+              disable=None) as bar:
+        try:
+            if not os.path.isfile(path):
+                raise FileNotFoundError("no such file")
+            for prediction in timeline.predict_windows(predictor, windows,
+                                                       batch_size=args.batch_size):
+                scored.append(prediction)
+                bar.update()
+        except VIDEO_ERRORS as failure:
+            error = describe(failure)
+    if not scored:
+        return timeline.video_row(path, error=error)
+    # A video that failed part way still gets the timeline of what decoded.
+    duration = windows.duration or scored[-1].item.end
+    found = timeline.segments(scored, duration, threshold=args.threshold,
+                              min_seconds=args.min_seconds)
+    files = timeline.TimelineFiles.of(args.output_dir, name, args.format)
+    timeline.write_timeline(files, path, scored, found, predictor.class_names,
+                            output_format=args.format, top=args.top)
+    print(f"{path}: {timeline.describe_segments(found, predictor.class_names)}")
+    print(f"  {len(scored)} windows of {duration:.1f} s: {files.windows}, "
+          f"{files.segments}, {files.plot}")
+    return timeline.video_row(path, name, scored, duration, found, error)
 
 
 def report_failures(failures, total):

@@ -41,6 +41,13 @@ from preprocess.errors import UserError
 # is a UserError), or OpenCV or TensorFlow refusing its frames.
 VIDEO_ERRORS = (UserError, cv2.error, tf.errors.OpError, OSError)
 
+# Digits of a probability in output rows: float64's 17 digits are noise to a
+# reader, and 4 still tell apart classes 0.0001 apart.
+PROBABILITY_DECIMALS = 4
+
+# A whole video's row (`Predictor.row`): `error` is empty unless it failed.
+VIDEO_FIELDS = ("path", "top", "clips", "seconds", "error")
+
 
 @dataclasses.dataclass
 class Prediction:
@@ -120,6 +127,16 @@ class Predictor:
         """`[(class name, probability), ...]` of the `k` best classes, best first."""
         best = np.argsort(-probabilities, kind="stable")[:k]
         return [(self.class_names[i], float(probabilities[i])) for i in best]
+
+    def row(self, prediction, top=5):
+        """A video's output row (`VIDEO_FIELDS`) for a `RowWriter`.
+
+        A video that failed has its `error` and no classes, clips 0; one that
+        did not has `error` None (null in JSON, an empty cell in CSV).
+        """
+        ranking = ([] if prediction.error else self.top(prediction.probabilities, top))
+        return {"path": prediction.item, "top": ranking, "clips": prediction.clips,
+                "seconds": round(prediction.seconds, 3), "error": prediction.error}
 
     def predict(self, path, top=5):
         """One video's `top` classes: `[(class name, probability), ...]`, best first."""
@@ -286,7 +303,9 @@ class RowWriter:
 
     A row is a dict; its `top` entry, `[(class, probability), ...]`, is a
     list of `{"class", "probability"}` objects in JSON and `class_1`,
-    `probability_1`, ... columns in CSV.
+    `probability_1`, ... columns in CSV (empty cells past its length). Every
+    probability, in `top` and in a `probability` field, is written rounded
+    to `PROBABILITY_DECIMALS`; None is null in JSON and an empty cell in CSV.
 
     Args:
         stream: a text file.
@@ -310,6 +329,11 @@ class RowWriter:
             self._csv.writerow(columns)
 
     def write(self, row):
+        row = dict(row)
+        if "top" in row:
+            row["top"] = [(name, rounded(p)) for name, p in row["top"]]
+        if row.get("probability") is not None:
+            row["probability"] = rounded(row["probability"])
         if self._format == "jsonl":
             row = {key: ([{"class": name, "probability": p} for name, p in value]
                          if key == "top" else value) for key, value in row.items()}
@@ -324,3 +348,8 @@ class RowWriter:
                     cells.append(row[field])
             self._csv.writerow(cells)
         self._stream.flush()
+
+
+def rounded(probability):
+    """A probability as output rows hold it: a float of `PROBABILITY_DECIMALS` decimals."""
+    return round(float(probability), PROBABILITY_DECIMALS)

@@ -25,6 +25,12 @@ from preprocess import reader, video
 
 WINDOW_FIELDS = ("path", "start", "end", "top")
 SEGMENT_FIELDS = ("path", "start", "end", "class", "probability")
+# A row per video of a timeline run, in input order (`video_row`), in the output
+# folder's `videos.jsonl` or `videos.csv`.
+INDEX_FIELDS = ("path", "name", "windows", "duration", "segments", "error")
+VIDEO_INDEX = "videos"
+# The plot's legend entry for the shaded segments.
+SEGMENT_KEY = "segment (shaded in\nits class's colour)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +239,23 @@ class TimelineFiles:
         return cls(join(f".windows.{output_format}"), join(f".segments.{output_format}"),
                    join(".timeline.png"))
 
+    @staticmethod
+    def index(output_dir, output_format):
+        """The output folder's list of its videos, a row each (`INDEX_FIELDS`)."""
+        return os.path.join(output_dir, f"{VIDEO_INDEX}.{output_format}")
+
+
+def video_row(path, name=None, scored=(), duration=None, found=(), error=None):
+    """A video's row in the output folder's list of videos (`INDEX_FIELDS`).
+
+    `name` is the stem of its files (`NAME.windows.jsonl`, ...), None when
+    none were written; a video that failed has its `error` (one that failed
+    part way has its files too, of the windows that decoded), else None.
+    """
+    return {"path": path, "name": name, "windows": len(scored),
+            "duration": None if duration is None else round(duration, 3),
+            "segments": len(found), "error": error}
+
 
 def write_timeline(files, path, scored, found, class_names, *, output_format, top):
     """Writes a video's windows, segments (JSON lines or CSV) and plot."""
@@ -255,38 +278,63 @@ def write_timeline(files, path, scored, found, class_names, *, output_format, to
 
 
 def plot_timeline(scored, found, class_names, path, *, title, top=5):
-    """The top classes' probabilities over time, with the segments shaded under them.
+    """Saves `timeline_figure` as a PNG."""
+    import matplotlib.pyplot as plt
 
-    The classes drawn are those on top in some window, the most probable
-    first, then the next most probable, up to `top`.
+    figure = timeline_figure(scored, found, class_names, title=title, top=top)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def plotted_classes(probabilities, top):
+    """The classes a timeline draws, `[class index, ...]`: every class on top in some
+    window, then the next most probable up to `top` in all; each group by its peak."""
+    peaks = probabilities.max(axis=0)
+    leaders = set(probabilities.argmax(axis=1).tolist())
+    order = sorted(range(probabilities.shape[1]), key=lambda c: (c not in leaders, -peaks[c]))
+    return order[:max(top, len(leaders))]
+
+
+def timeline_figure(scored, found, class_names, *, title, top=5):
+    """The classes' probabilities over time (`plotted_classes`), the segments shaded under
+    them in their class's colour, a legend with a key for the shading outside the axes.
+
+    Returns:
+        A matplotlib `Figure`, its legend `figure.legends[0]`.
     """
     import matplotlib
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
 
     probabilities = np.stack([p.probabilities for p in scored])
     centres = [p.item.centre for p in scored]
-    peaks = probabilities.max(axis=0)
-    leaders = set(probabilities.argmax(axis=1).tolist())
-    order = sorted(range(len(class_names)), key=lambda c: (c not in leaders, -peaks[c]))
-    chosen = order[:top]
-    figure, axis = plt.subplots(figsize=(12, 4))
+    chosen = plotted_classes(probabilities, top)
+    # Ten distinct colours, twenty if needed; past twenty the line styles differ too.
+    palette = plt.get_cmap("tab10" if len(chosen) <= 10 else "tab20").colors
+    styles = ("-", "--", ":", "-.")
+    # A tall legend is in columns, so it keeps to the figure's height.
+    rows_per_column = 22
+    figure, axis = plt.subplots(figsize=(12, 4), layout="constrained")
     colours = {}
-    for c in chosen:
-        (line,) = axis.plot(centres, probabilities[:, c], marker=".", label=class_names[c])
-        colours[c] = line.get_color()
-    for segment in found:
+    for k, c in enumerate(chosen):
+        colours[c] = palette[k % len(palette)]
+        axis.plot(centres, probabilities[:, c], marker=".", color=colours[c],
+                  linestyle=styles[k // len(palette) % len(styles)], label=class_names[c])
+    for segment in found:  # a segment's class tops its windows, so it is drawn
         axis.axvspan(segment.start, segment.end, color=colours.get(segment.label, "grey"),
                      alpha=0.15, linewidth=0)
+    handles, _ = axis.get_legend_handles_labels()
+    handles.append(matplotlib.patches.Patch(color="grey", alpha=0.3, linewidth=0,
+                                            label=SEGMENT_KEY))
+    figure.legend(handles=handles, loc="outside right upper", fontsize=8,
+                  ncols=-(-len(handles) // rows_per_column))
     axis.set_xlabel("seconds (window centre)")
     axis.set_ylabel("probability")
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)
-    axis.legend(loc="upper right", fontsize=8)
     axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def describe_segments(found, class_names):

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from model.inference.predictor import ClipBatches, Prediction, Predictor, RowWriter, read_ahead
+from model.inference.predictor import (PROBABILITY_DECIMALS, ClipBatches, Prediction, Predictor,
+                                       RowWriter, read_ahead)
 from preprocess import synthetic
 from two_class_run import BRIGHTNESS_CONFIG, brightness_run
 
@@ -53,6 +54,12 @@ def test_videos_come_back_in_order_each_scored_or_with_its_failure(tmp_path):
     assert [p.clips for p in done] == [clips, 0, clips, 0, clips]
     assert [predictor.top(p.probabilities, 1)[0][0] for p in done if p.error is None] == [
         "Dark", "Light", "Dark"]
+    # Each is a row: a failed one with its error and no classes.
+    rows = [predictor.row(p, top=1) for p in done]
+    assert [row["error"] for row in rows] == [p.error for p in done]
+    assert rows[1] == {"path": str(corrupt), "top": [], "clips": 0,
+                       "seconds": rows[1]["seconds"], "error": "OpenCV cannot open it as a video"}
+    assert rows[2]["top"] == predictor.top(done[2].probabilities, 1) and rows[2]["clips"] == clips
     # One video alone scores as it did among the others.
     alone = dict(predictor.predict(str(paths[2])))
     np.testing.assert_allclose([alone["Dark"], alone["Light"]], done[4].probabilities)
@@ -85,3 +92,24 @@ def test_rows_are_json_lines_or_csv_with_a_column_pair_per_rank():
     assert stream.getvalue().splitlines() == [
         "path,class_1,probability_1,class_2,probability_2,class_3,probability_3,clips",
         "a.avi,Grow,0.75,Shrink,0.25,,,2"]
+
+
+def test_rows_round_probabilities_to_four_decimals_and_leave_none_empty():
+    assert PROBABILITY_DECIMALS == 4
+    ranking = [("Grow", np.float64(2 / 3)), ("Shrink", 0.33332), ("Rest", 1.5e-5)]
+    row = {"path": "a.avi", "top": ranking, "probability": 0.123456789, "error": None}
+    fields = ("path", "top", "probability", "error")
+    stream = io.StringIO()
+    RowWriter(stream, "jsonl", fields, top=3).write(row)
+    assert stream.getvalue() == (
+        '{"path": "a.avi", "top": [{"class": "Grow", "probability": 0.6667}, '
+        '{"class": "Shrink", "probability": 0.3333}, {"class": "Rest", "probability": 0.0}], '
+        '"probability": 0.1235, "error": null}\n')
+    stream = io.StringIO()
+    RowWriter(stream, "csv", fields, top=3).write(row)
+    assert stream.getvalue().splitlines()[1] == "a.avi,Grow,0.6667,Shrink,0.3333,Rest,0.0,0.1235,"
+    # A failed video's row: its error, no classes.
+    stream = io.StringIO()
+    RowWriter(stream, "csv", fields, top=2).write(
+        {"path": "b.avi", "top": [], "probability": None, "error": "no such file"})
+    assert stream.getvalue().splitlines()[1] == "b.avi,,,,,,no such file"

@@ -10,6 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgb
 
 from conftest import REPO
 from model.inference import timeline
@@ -105,6 +106,65 @@ def test_a_dark_then_light_video_switches_class_halfway(tmp_path):
     assert os.path.getsize(files.plot) > 5_000
     assert timeline.describe_segments(found, predictor.class_names).startswith(
         "0.0-2.1 s Dark (")
+
+
+def _leaders_timeline(leaders, windows_each=2, num_classes=None):
+    """Windows where class k tops windows `windows_each` * k onwards, at 0.6; class
+    `leaders` (not on top anywhere) peaks at 0.3, and any others stay low."""
+    num_classes = num_classes or leaders + 2
+    scored = []
+    for k in range(leaders * windows_each):
+        p = np.full(num_classes, 0.01)
+        p[k // windows_each] = 0.6
+        p[leaders] = 0.3 if k == 0 else 0.1
+        scored.append(Prediction(timeline.Window(k, k, k + 1.2), p / p.sum()))
+    found = timeline.segments(scored, scored[-1].item.end, threshold=0.5, min_seconds=1)
+    return scored, found, [f"Class{c}" for c in range(num_classes)]
+
+
+def _drawn(figure):
+    """The class lines' labels, and the legend's texts, of a timeline figure."""
+    (axis,) = figure.axes
+    (legend,) = figure.legends
+    return ([line.get_label() for line in axis.get_lines()],
+            [text.get_text() for text in legend.get_texts()])
+
+
+def test_the_plot_draws_every_class_on_top_somewhere_and_a_key_beside_the_data(tmp_path):
+    import matplotlib.pyplot as plt
+
+    # Eight classes each top two windows: all drawn with --top 5, and the shading keyed.
+    scored, found, names = _leaders_timeline(8)
+    assert len(found) == 8
+    figure = timeline.timeline_figure(scored, found, names, title="eight", top=5)
+    lines, legend = _drawn(figure)
+    assert sorted(lines) == names[:8]
+    assert legend == lines + [timeline.SEGMENT_KEY]
+    # Each segment shaded in its class's line colour.
+    (axis,) = figure.axes
+    colours = {line.get_label(): line.get_color() for line in axis.get_lines()}
+    shades = [patch.get_facecolor()[:3] for patch in axis.patches]
+    assert shades == [to_rgb(colours[names[s.label]]) for s in found]
+    plt.close(figure)
+    # A larger --top adds the next most probable class after those on top.
+    figure = timeline.timeline_figure(scored, found, names, title="eight", top=9)
+    assert _drawn(figure)[0][-1] == "Class8" and len(_drawn(figure)[0]) == 9
+    plt.close(figure)
+
+    # The legend lies beside the axes, inside the figure, however many classes it lists.
+    for leaders in (8, 40):
+        scored, found, names = _leaders_timeline(leaders, windows_each=1)
+        figure = timeline.timeline_figure(scored, found, names, title="many", top=5)
+        figure.canvas.draw()
+        (axis,) = figure.axes
+        (legend,) = figure.legends
+        box, data = legend.get_window_extent(), axis.get_window_extent()
+        assert not box.overlaps(data), (leaders, box, data)
+        assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1)
+        assert len(_drawn(figure)[0]) == leaders
+        plt.close(figure)
+    timeline.plot_timeline(scored, found, names, tmp_path / "many.png", title="many")
+    assert os.path.getsize(tmp_path / "many.png") > 10_000
 
 
 def test_output_names_number_the_stems_that_clash():
