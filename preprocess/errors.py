@@ -50,9 +50,13 @@ class ArgumentParser(argparse.ArgumentParser):
             raise UsageError(unknown_flag_message(unknown, self.flags(), self.hint))
         raise UsageError(f"{message}; {self.hint}")
 
+    def actions(self):
+        """The parser's arguments: the one reader of argparse's private list of them."""
+        return list(self._actions)
+
     def flags(self):
-        """Every option string of the parser: the one reader of argparse's private list."""
-        return [flag for action in self._actions for flag in action.option_strings]
+        """Every option string of the parser."""
+        return [flag for action in self.actions() for flag in action.option_strings]
 
 
 def unknown_flag_message(unknown, known, hint, *, explanation=None, example=None):

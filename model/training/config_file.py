@@ -31,7 +31,7 @@ class ConfigFileError(UserError):
 
 def setting_actions(parser):
     """`{setting: argparse action}` of the flags a config file may set, in `--help`'s order."""
-    return {action.dest: action for action in parser._actions
+    return {action.dest: action for action in parser.actions()
             if action.option_strings and action.dest not in COMMAND_LINE_ONLY
             and action.dest not in ("help", "config", "print_config")}
 

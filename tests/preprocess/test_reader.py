@@ -340,7 +340,7 @@ def test_random_crop_runs_evaluate_at_the_stored_scale(height, width, starts):
 def test_resized_crop_runs_evaluate_on_the_central_seven_eighths():
     config = dict(num_frames=2, frame_step=1, image_size=24, crop="resized", crop_scale=0.4,
                   step_jitter=0, samples_per_video=1, eval_clips=1, eval_crops=1)
-    spec = reader.ClipSpec.for_run(config)[2]
+    spec = reader.ClipSpec.for_run(config).evaluation
     jpegs, decoded = _textured_video(48, 64, frames=2)
     side = round(reader.RESIZED_EVAL_FRACTION * 48)  # 42
     y, x = (48 - side) // 2, (64 - side) // 2

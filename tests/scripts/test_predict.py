@@ -98,7 +98,7 @@ def test_a_folder_with_a_corrupt_video_gives_a_row_for_each_other(trained, tmp_p
 def test_a_videos_prediction_equals_its_evaluation_score(trained, capsys):
     records, run = trained
     config = json.loads((run / "config.json").read_text())["config"]
-    spec = reader.ClipSpec.for_run(config)[2]
+    spec = reader.ClipSpec.for_run(config).evaluation
     assert spec.num_clips == 2
     import keras
     model = keras.saving.load_model(run / "model.keras")
