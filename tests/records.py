@@ -187,4 +187,6 @@ def read_split(records_dir, split):
 
 
 def shard_files(records_dir, split):
-    return sorted(os.listdir(os.path.join(records_dir, split)))
+    """The split's shard file names (their indexes beside them left out)."""
+    return sorted(name for name in os.listdir(os.path.join(records_dir, split))
+                  if name.endswith(".tfrecord"))

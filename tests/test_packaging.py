@@ -71,7 +71,7 @@ def test_a_job_through_beams_portable_runner(synthetic_dir, tmp_path):
     assert (info["num_videos"], info["num_failed"], len(info["shards"])) == (VIDEOS, 0, 2)
     ids = [video["video_id"] for video in read_split(out, "all")]
     assert len(ids) == len(set(ids)) == VIDEOS
-    assert sorted(os.listdir(out)) == ["all", "failures.jsonl", "manifest.json"]
+    assert sorted(os.listdir(out)) == [".lock", "all", "failures.jsonl", "manifest.json"]
 
 
 def test_setup_names_opencvs_headless_build_and_a_gpu_extra():
