@@ -96,6 +96,9 @@ def test_run_writes_every_file_and_learns(finished_run):
                                        "precise_bn_batches": 7, "views": views}
     assert config["views"] == views
     assert len(everything["training"]["precise_bn_seconds"]) == 15
+    # Each epoch's share of step time spent waiting for input, in history.csv and metrics.json.
+    assert [round(float(row["input_wait"]), 4) for row in history] == everything["training"][
+        "input_wait_per_epoch"] and all(0 <= float(row["input_wait"]) <= 1 for row in history)
     metrics = everything["test"]
     assert metrics["top5_accuracy"] == 1.0  # top-2 of 2 classes
     assert metrics["num_videos"] == 16 and metrics["num_clips"] == 32
@@ -434,6 +437,7 @@ def test_eval_checkpoint_best_evaluates_the_best_validated_model(records, tmp_pa
     scores = [float(row["val_accuracy"]) for row in history.values()]
     evaluated = json.loads((run_dir / "metrics.json").read_text())["evaluated"]
     assert evaluated == {"checkpoint": "best", "epoch": scores.index(max(scores)) + 1,
+                         "split": "test",
                          "views": {"clips": 2, "crops": 1, "crop": "48x48, stored scale"}}
     # The exported model is that checkpoint.
     clips = np.random.default_rng(0).integers(0, 256, (2, 8, 48, 48, 3), dtype=np.uint8)

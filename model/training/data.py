@@ -60,12 +60,12 @@ def make_datasets(plan, strategy):
             plan, context.get_per_replica_batch_size(plan.global_batch),
             input_shard=(context.input_pipeline_id, context.num_input_pipelines),
             arrivals=arrivals)),
-        arrivals=arrivals,
         # Each worker's statistics of its own shards, pooled by the loop after each epoch.
         statistics=training_batches(plan, plan.config["batch_size"],
                                     (cluster.index, cluster.num_workers), for_statistics=True),
         # The chief alone validates: the other workers' checkpoints are temporary.
-        validation=validation_batches(plan, plan.global_batch) if cluster.is_chief else None)
+        validation=validation_batches(plan, plan.global_batch) if cluster.is_chief else None,
+        arrivals=arrivals)
 
 
 def training_batches(plan, batch_size, input_shard=None, for_statistics=False,

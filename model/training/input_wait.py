@@ -10,8 +10,8 @@ and in `metrics.json`; `input_bound_advice` turns a high mean into one line of
 advice.
 """
 
-import collections
 import math
+import threading
 import time
 
 import keras
@@ -24,22 +24,37 @@ INPUT_BOUND_SHARE = 0.2
 
 
 class Arrivals:
-    """When each training batch left its pipeline: times in order, thread-safe.
+    """When each batch of the training pipeline's iterator left it, by its index there.
 
-    A deque's `append` and `popleft` are atomic, so the pipeline's thread
-    records while the callback reads.
+    A fit's k-th step takes its iterator's k-th batch, however far the
+    iterator has prefetched, so the index pairs steps and batches. A new
+    iterator starts again at index 0 and starts the record anew: Keras's `fit`
+    under a strategy first takes a batch from an iterator of its own to build
+    the model, drops that iterator and trains from a new one. The pipeline's
+    thread records while the callback reads: a lock keeps them apart.
     """
 
     def __init__(self):
-        self._times = collections.deque()
+        self._times = {}
+        self._lock = threading.Lock()
 
-    def record(self):
-        self._times.append(time.perf_counter())
+    def record(self, index):
+        now = time.perf_counter()
+        with self._lock:
+            if index == 0:  # a new iterator: earlier ones' batches never reach a step
+                self._times = {}
+            self._times[int(index)] = now
         return math.nan  # numpy_function wants a value; nothing reads it
 
-    def take(self, count):
-        """The oldest `count` times (fewer if fewer arrived), removed."""
-        return [self._times.popleft() for _ in range(min(count, len(self._times)))]
+    def at(self, index):
+        """When the batch of `index` left, or None if it has not (yet)."""
+        with self._lock:
+            return self._times.get(index)
+
+    def forget(self, below):
+        """Drops the times of batches before `below`, which no step will ask for again."""
+        with self._lock:
+            self._times = {k: v for k, v in self._times.items() if k >= below}
 
     def probe(self, dataset):
         """`dataset`, its elements unchanged, with each one's departure recorded.
@@ -48,18 +63,20 @@ class Arrivals:
         `GetNext`, so the time is when the batch was handed over, whatever
         the stages before prefetched. tf.data would otherwise add a prefetch
         after a synchronous last stage (`inject_prefetch`), which would move
-        that moment back into a buffer: it is turned off here.
+        that moment back into a buffer: it is turned off here. The counter
+        numbers the batches of each iterator from 0.
         """
         import tensorflow as tf
 
-        def stamp(*element):
-            noted = tf.numpy_function(self.record, [], tf.float64, stateful=True)
+        def stamp(element, index):
+            noted = tf.numpy_function(self.record, [index], tf.float64, stateful=True)
             with tf.control_dependencies([noted]):  # noted before it is handed over
                 return tf.nest.map_structure(tf.identity, element)
 
         options = tf.data.Options()
         options.experimental_optimization.inject_prefetch = False
-        return dataset.map(stamp).with_options(options)
+        numbered = tf.data.Dataset.zip(dataset, tf.data.Dataset.counter())
+        return numbered.map(stamp).with_options(options)
 
 
 def wait_share(begins, arrivals, end):
@@ -85,12 +102,12 @@ class InputWait(keras.callbacks.Callback):
 
     First in the callback list, so that its times leave out the other
     callbacks' work and the callbacks after it (CSV history, TensorBoard,
-    the epoch line) record `logs["input_wait"]`. The k-th step of the fit
-    takes the k-th batch that left the probed pipeline (first in, first out:
-    batches prefetched at an epoch's end belong to the next). The first step
-    of a fit is left out: it also traces and compiles the step. The time a
-    step takes to ask for its batch (under a millisecond) counts as waiting:
-    nothing beside real steps of tenths of a second.
+    the epoch line) record `logs["input_wait"]`. The k-th step of a fit takes
+    the batches of its iterator from `k * batches_per_step` on, and starts once
+    the last of them is in. The first step of a fit is left out: it also
+    traces and compiles the step. The time a step takes to ask for its batch
+    (under a millisecond) counts as waiting: nothing beside real steps of
+    tenths of a second.
 
     Args:
         arrivals: the `Arrivals` whose probe ends the training dataset.
@@ -104,7 +121,10 @@ class InputWait(keras.callbacks.Callback):
         self.arrivals = arrivals
         self.batches_per_step = batches_per_step
         self.shares = []        # each epoch's share in this fit; None where unmeasured
-        self._steps = 0         # steps of this fit so far, over every epoch
+        self._steps = 0         # steps of this fit so far: its iterator's batches
+
+    def on_train_begin(self, logs=None):
+        self._steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._begins, self._end = [], None
@@ -116,14 +136,14 @@ class InputWait(keras.callbacks.Callback):
         self._end = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        per_step = self.batches_per_step
-        batches = self.arrivals.take(len(self._begins) * per_step)
-        begins = self._begins
-        arrivals = batches[per_step - 1::per_step]  # a step starts once its last batch is in
-        if not self._steps:  # the fit's first step traced and compiled the step too
-            begins, arrivals = begins[1:], arrivals[1:]
+        per_step, first = self.batches_per_step, self._steps
+        measured = [(began, self.arrivals.at((step + 1) * per_step - 1))
+                    for step, began in enumerate(self._begins, start=first)
+                    if step > 0]  # the fit's first step traced and compiled the step too
+        measured = [(began, arrived) for began, arrived in measured if arrived is not None]
         self._steps += len(self._begins)
-        share = wait_share(begins, arrivals, self._end)
+        self.arrivals.forget(self._steps * per_step)
+        share = wait_share([b for b, _ in measured], [a for _, a in measured], self._end)
         self.shares.append(None if share is None else round(share, 4))
         if logs is not None:  # NaN, not missing: the CSV keeps one set of columns
             logs[LOG_KEY] = math.nan if share is None else share

@@ -18,7 +18,7 @@ from model.training import input_wait, multi_worker
 from model.training.input_wait import INPUT_BOUND_SHARE, Arrivals, InputWait
 
 STEPS, EPOCHS = 8, 2
-SLOW_SECONDS = 0.12  # a batch's extra time in the slow pipeline: a few steps' worth
+SLOW_SECONDS = 0.1  # a batch's extra time in the slow pipeline: many small steps' worth
 
 
 def test_wait_share_counts_only_steps_that_began_before_their_batch():
@@ -28,15 +28,17 @@ def test_wait_share_counts_only_steps_that_began_before_their_batch():
     assert input_wait.wait_share([], [], 1) is None
 
 
-def test_the_callback_pairs_steps_and_batches_first_in_first_out(monkeypatch):
+def test_the_callback_pairs_each_step_with_its_iterators_batch(monkeypatch):
     clock = iter([0.0, 1.0,               # the fit's first step: left out (tracing)
                   1.0, 2.0, 2.0, 3.0,     # epoch 1: two more steps
                   3.0, 4.0, 4.0, 5.0])    # epoch 2
     monkeypatch.setattr(input_wait.time, "perf_counter", lambda: next(clock))
     arrivals = Arrivals()
-    # Batch 1 came half a step late; batches 3 and 4 were ready before epoch 2 began.
-    arrivals._times.extend([0.5, 1.5, 1.9, 2.5, 2.9, 9.0])
+    # Batch 1 came half a step late; batches 3 and 4 were ready before epoch 2
+    # began; batch 5, prefetched, belongs to the next.
+    arrivals._times = {0: 0.5, 1: 1.5, 2: 1.9, 3: 2.5, 4: 2.9, 5: 9.0}
     wait, logs = InputWait(arrivals), [{}, {}]
+    wait.on_train_begin()
     for epoch, steps in ((0, 3), (1, 2)):
         wait.on_epoch_begin(epoch)
         for step in range(steps):
@@ -46,7 +48,17 @@ def test_the_callback_pairs_steps_and_batches_first_in_first_out(monkeypatch):
     assert logs[0]["input_wait"] == pytest.approx(0.5 / 2)   # steps from 1 s to 3 s
     assert logs[1]["input_wait"] == pytest.approx(0.0)
     assert wait.shares == [0.25, 0.0]
-    assert list(arrivals._times) == [9.0]  # the next epoch's batch, kept for it
+    assert arrivals._times == {5: 9.0}  # the next epoch's batch, kept for it
+
+
+def test_a_new_iterator_starts_the_record_anew():
+    """Keras's fit under a strategy takes a batch from an iterator of its own, then
+    trains from a new one: the first one's batches never reach a step."""
+    arrivals = Arrivals()
+    for index in (0, 1, 2, 0, 1):
+        arrivals.record(np.int64(index))
+    assert sorted(arrivals._times) == [0, 1]
+    assert arrivals.at(2) is None
 
 
 def test_the_probe_passes_elements_unchanged_and_notes_each_one():
@@ -54,8 +66,9 @@ def test_the_probe_passes_elements_unchanged_and_notes_each_one():
     dataset = arrivals.probe(tf.data.Dataset.range(5).map(lambda i: (i, 2 * i)))
     before = time.perf_counter()
     assert [(int(a), int(b)) for a, b in dataset] == [(i, 2 * i) for i in range(5)]
-    times = arrivals.take(10)
-    assert len(times) == 5 and before <= times[0] <= times[-1] <= time.perf_counter()
+    times = [arrivals.at(index) for index in range(5)]
+    assert before <= times[0] <= times[-1] <= time.perf_counter()
+    assert times == sorted(times)
     assert dataset.element_spec == (tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64))
 
 
@@ -75,19 +88,25 @@ def _batches(arrivals, sleep):
     return arrivals.probe(dataset.prefetch(2))
 
 
-def _network():
-    # Steps of some 30 ms on 2 cores (batches of 128), so that the ~0.7 ms a step
-    # takes to ask for a ready batch, which counts as waiting, stays a few percent.
-    network = keras.Sequential([keras.Input((512,)), keras.layers.Dense(2048, "relu"),
-                                keras.layers.Dense(2048, "relu"), keras.layers.Dense(2)])
+def _network(width):
+    # Width 2048: steps of some 30 ms on 2 cores (batches of 128), so that the
+    # ~0.7 ms a step takes to ask for a ready batch, which counts as waiting,
+    # stays a few percent. Width 8: steps of a millisecond or two, which a slow
+    # pipeline keeps waiting however busy the cores are.
+    network = keras.Sequential([keras.Input((512,)), keras.layers.Dense(width, "relu"),
+                                keras.layers.Dense(width, "relu"), keras.layers.Dense(2)])
     network.compile("sgd", keras.losses.CategoricalCrossentropy(from_logits=True))
     return network
 
 
-def _fit(tmp_path, sleep):
+def _fit(tmp_path, sleep, width):
+    """Keras's fit under a strategy, as train.py runs it: it first takes a batch from
+    an iterator of its own, to build the model."""
     arrivals = Arrivals()
     wait = InputWait(arrivals)
-    history = _network().fit(_batches(arrivals, sleep), epochs=EPOCHS, steps_per_epoch=STEPS,
+    with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
+        network = _network(width)
+    history = network.fit(_batches(arrivals, sleep), epochs=EPOCHS, steps_per_epoch=STEPS,
                              callbacks=[wait, keras.callbacks.CSVLogger(tmp_path / "h.csv")],
                              shuffle=False, verbose=0)
     with open(tmp_path / "h.csv") as handle:
@@ -98,7 +117,7 @@ def _fit(tmp_path, sleep):
 
 
 def test_a_fit_that_waits_for_a_slow_pipeline_has_a_high_share(tmp_path):
-    shares = _fit(tmp_path, SLOW_SECONDS)
+    shares = _fit(tmp_path, SLOW_SECONDS, width=8)
     assert min(shares) > 0.5, shares
     facts = input_wait.facts(shares)
     assert facts["input_wait"] > INPUT_BOUND_SHARE
@@ -106,7 +125,7 @@ def test_a_fit_that_waits_for_a_slow_pipeline_has_a_high_share(tmp_path):
 
 
 def test_a_fit_whose_pipeline_keeps_up_has_a_low_share(tmp_path):
-    shares = _fit(tmp_path, 0)
+    shares = _fit(tmp_path, 0, width=2048)
     assert max(shares) < INPUT_BOUND_SHARE / 2, shares
     assert input_wait.input_bound_advice(input_wait.facts(shares)) is None
 
@@ -117,7 +136,7 @@ def test_our_multi_worker_loop_reports_the_share_in_its_epoch_line():
     arrivals, lines = Arrivals(), []
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     with strategy.scope():
-        network = _network()
+        network = _network(width=8)
     batches = strategy.distribute_datasets_from_function(
         lambda context: _batches(arrivals, SLOW_SECONDS))
     wait = InputWait(arrivals)
