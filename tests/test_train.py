@@ -226,6 +226,7 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys, args, fragment
     assert code == 2 and len(err) == 1 and fragment in err[0], (fragment, err)
 
 
+@pytest.mark.slow  # the trainer runs until it reads the corrupt frames
 @pytest.mark.parametrize("indexed", [True, False])
 def test_corrupt_shard_is_named(records, tmp_path, capsys, indexed):
     copy = tmp_path / "records"
@@ -567,6 +568,7 @@ def test_precise_statistics_depend_only_on_the_seed_and_weights(records):
     assert not np.array_equal(first, statistics(1))
 
 
+@pytest.mark.slow  # it trains
 def test_init_from_a_keras_file_builds_the_network_as_its_source_was(records, tmp_path):
     # Input normalisation, PyTorch padding and the BatchNorm epsilon are config,
     # not weights: a continued Kinetics fine-tuning must keep them.
