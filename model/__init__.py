@@ -98,9 +98,11 @@ def held_stderr():
         try:
             yield held
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
+            try:
+                sys.stderr.flush()
+            finally:  # stderr comes back even if the held flush fails (a full disk)
+                os.dup2(saved, 2)
+                os.close(saved)
             captured.seek(0)
             held._text = captured.read().decode("utf-8", "replace")
 

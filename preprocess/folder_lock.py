@@ -14,6 +14,7 @@ already holds records without `--overwrite`.
 """
 
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -26,6 +27,10 @@ LOCK_NAME = ".lock"
 
 class FolderInUseError(UserError):
     """Another process is writing into the folder; the message names it."""
+
+
+class FolderLockError(UserError):
+    """A folder that cannot be written or locked; the message says why."""
 
 
 class FolderLock:
@@ -51,20 +56,28 @@ class FolderLock:
         while not os.path.exists(parent):
             missing.append(parent)
             parent = os.path.dirname(parent)
-        os.makedirs(self.folder, exist_ok=True)
-        self._created = missing
-        # Not "w": truncating would erase the holder's record before we know we hold it.
-        handle = open(self.path, "a+")
+        try:
+            os.makedirs(self.folder, exist_ok=True)
+            # Not "w": truncating would erase the holder's record before we know we hold it.
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise FolderLockError(f"cannot write into {self.folder} ({error.strerror}); "
+                                  f"choose another {self.flag}") from None
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
             handle.seek(0)
             holder = handle.read()
             handle.close()
-            self._remove_created()
-            raise FolderInUseError(f"{self.folder} is being written by another process "
-                                   f"({describe_holder(holder)}); wait for it to finish, "
-                                   f"stop it, or choose another {self.flag}") from None
+            # Nothing is removed here: a folder this call made may be another's by now.
+            if error.errno in (errno.EACCES, errno.EAGAIN):
+                raise FolderInUseError(f"{self.folder} is being written by another process "
+                                       f"({describe_holder(holder)}); wait for it to finish, "
+                                       f"stop it, or choose another {self.flag}") from None
+            raise FolderLockError(f"cannot lock {self.path} ({error.strerror}); on a network "
+                                  "file system without a lock manager, write to a local "
+                                  f"folder or choose another {self.flag}") from None
+        self._created = missing
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({
@@ -76,9 +89,11 @@ class FolderLock:
 
     def release(self):
         if self._handle is not None:
+            # Folders made here and left empty go while the lock is still held, so
+            # that no other writer's lock file is ever removed.
+            self._remove_created()
             self._handle.close()  # closing drops the lock
             self._handle = None
-            self._remove_created()
 
     def _remove_created(self):
         """Removes the folders `acquire` made, if nothing but the lock was put in them."""

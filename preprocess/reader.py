@@ -589,19 +589,23 @@ def _indexed_videos(table, training, seed, reshuffle, repeat):
         ("width", records["width"].astype(np.int32)),
         ("video_id", table.video_ids.astype(str) if len(records) else np.zeros(0, str)))}
     count = len(records)
-    passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    if training:
-        key = seed if seed is not None else np.random.randint(2**31)
-
-        def permuted(pass_number):
-            pass_key = tf.stack([tf.constant(key, tf.int64),
-                                 pass_number if reshuffle else tf.constant(0, tf.int64)])
-            return tf.data.Dataset.range(count).map(
-                lambda i: tf.random.experimental.index_shuffle(i, pass_key, count - 1))
-
-        order = passes.flat_map(permuted)
-    else:
+    if not training:
+        passes = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
         order = passes.flat_map(lambda _: tf.data.Dataset.range(count))
+    else:
+        key = seed if seed is not None else np.random.randint(2**31)
+        # A key a pass: drawn afresh each pass (and each iteration of the dataset)
+        # to reshuffle, else one key, the same order every pass.
+        keys = (tf.data.Dataset.random(seed=key, rerandomize_each_iteration=True)
+                if reshuffle else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat())
+        keys = keys if repeat else keys.take(1)
+
+        def permuted(pass_key):
+            pass_seed = tf.stack([tf.constant(key, tf.int64), pass_key])
+            return tf.data.Dataset.range(count).map(
+                lambda i: tf.random.experimental.index_shuffle(i, pass_seed, count - 1))
+
+        order = keys.flat_map(permuted)
     return order.map(lambda i: {name: tf.gather(column, i) for name, column in columns.items()})
 
 

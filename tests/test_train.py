@@ -287,6 +287,14 @@ def test_a_second_run_on_one_output_dir_stops_at_once_and_changes_nothing(record
         holder.wait()
 
 
+def test_overwrite_refused_for_a_missing_init_from_keeps_the_old_run(records, tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("{}")
+    assert _train(records, run_dir, "--overwrite", "--init_from", str(tmp_path / "gone.pth")) == 2
+    assert (run_dir / "metrics.json").read_text() == "{}"
+
+
 @pytest.mark.slow
 def test_one_line_errors_come_alone_before_and_after_tensorflow_loads(records, tmp_path):
     # No TensorFlow start-up notices, with no TF_CPP_MIN_LOG_LEVEL set by the user.

@@ -101,16 +101,22 @@ class RunDir:
                   "versions": {"twoplusone": __version__, "tensorflow": tf.__version__,
                                "keras": keras.__version__,
                                "python": platform.python_version()}}
-        with open(self.config, "w") as handle:
+        partial = self.config + ".partial"  # a kill or a full disk leaves the old one whole
+        with open(partial, "w") as handle:
             json.dump(record, handle, indent=2)
+        os.replace(partial, self.config)
 
     def read_config(self):
         """The dict `write_config` wrote; `RunDirError` when there is none."""
         if not os.path.exists(self.config):
             raise RunDirError(f"{self.config} is missing; point at a run folder that "
                               "train.py wrote")
-        with open(self.config) as handle:
-            return json.load(handle)
+        try:
+            with open(self.config) as handle:
+                return json.load(handle)
+        except ValueError:
+            raise RunDirError(f"{self.config} is damaged; pass --overwrite to train this "
+                              "run again, or choose another --output_dir") from None
 
     def write_architecture(self, model):
         """Writes the model's architecture; atomically, since a kill may come at any time."""

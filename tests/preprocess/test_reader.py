@@ -429,3 +429,18 @@ def test_ranged_training_visits_every_video_once_a_pass(noise_records):
     assert passes(seed=3) == first and passes(seed=4) != first
     same = passes(seed=3, reshuffle=False)
     assert same[0] == same[1] == same[2]
+
+
+def test_ranged_training_reshuffles_each_iteration_without_repeat(noise_records):
+    # As Keras's fit iterates a finite dataset once an epoch.
+    spec = reader.ClipSpec(num_frames=1, image_size=8, training=True, crop_scale=None)
+
+    def epochs(reshuffle):
+        dataset = reader.make_dataset(noise_records, "all", spec, batch_size=12, seed=5,
+                                      reshuffle=reshuffle, deterministic=True,
+                                      with_video_id=True)
+        return [[v.decode() for v in next(iter(dataset))[2].numpy()] for _ in range(3)]
+
+    shuffled, fixed = epochs(True), epochs(False)
+    assert sorted(shuffled[0]) == sorted(shuffled[1]) and shuffled[0] != shuffled[1]
+    assert fixed[0] == fixed[1] == fixed[2]
