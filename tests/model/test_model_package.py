@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 import model
 from conftest import REPO
 
@@ -30,6 +32,7 @@ def test_held_stderr_holds_what_native_code_writes():
     assert held.text() == "from C\n"
 
 
+@pytest.mark.slow  # two TensorFlow processes
 def test_tensorflow_starts_without_its_notices_unless_asked():
     code = "import model\nmodel.quiet_tensorflow_logs()\nmodel.import_tensorflow()\n"
     quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
