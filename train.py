@@ -109,12 +109,12 @@ def run(config):
                                                        cluster and cluster.num_workers)
     folder = run_dir.RunDir(config["output_dir"])
     identity = run_dir.identity(config, config["records"])
+    if not config["overwrite"] and folder.is_complete(identity):
+        return report_complete(folder)  # read only: it takes no lock and changes nothing
     chief = cluster is None or cluster.is_chief
     # One writer per run folder: the chief, for as long as the run lasts; its
     # workers share the folder, a second run is refused here.
     with FolderLock(folder.path) if chief else contextlib.nullcontext():
-        if not config["overwrite"] and folder.is_complete(identity):
-            return report_complete(folder)
         if config["init_from"] and (config["overwrite"] or not folder.resume_epoch()):
             check_init_from(config)  # before --overwrite empties the folder
         if chief:
