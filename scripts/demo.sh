@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job in one command: set up, make the synthetic action set, preprocess it
-# with Beam, train a (2+1)D ResNet, evaluate and export it (about 7 min on 2 cores).
+# with Beam, train a (2+1)D ResNet, evaluate and export it (about 5.5 min on 2 idle cores).
 #
 #   bash scripts/demo.sh                    # the built-in synthetic motion classes
 #   bash scripts/demo.sh --source UCF101.zip --num_classes 10 --per_class train=30,val=10,test=10
