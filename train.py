@@ -30,8 +30,7 @@ from model.training import data, experiments, fit, run_dir
 from model.training.cluster import Cluster
 from preprocess import manifest as manifest_lib
 from preprocess.folder_lock import FolderLock
-from preprocess.index import corrupt_frame
-from preprocess.errors import USAGE_STATUS, UserError, run_command
+from preprocess.errors import USAGE_STATUS, UserError, out_of_room, run_command
 
 NAN_LOSS_STATUS = 3  # a run that diverged: not a misuse, and worth telling apart
 
@@ -68,17 +67,19 @@ def command(argv):
 
 def report_failure(error, config):
     """One `error:` line for a failure the user can act on, and its exit status; else None."""
-    import tensorflow as tf
-
-    from model.training.recipe import NaNLossError
-    from preprocess.reader import describe_data_loss
-    if isinstance(error, tf.errors.DataLossError):
-        print(f"error: {describe_data_loss(config['records'])}", file=sys.stderr)
+    from model.training import recipe
+    from preprocess.reader import describe_read_error
+    unreadable = describe_read_error(error, config["records"])
+    if unreadable:
+        print(f"error: {unreadable}", file=sys.stderr)
         return USAGE_STATUS
-    if isinstance(error, tf.errors.OpError) and corrupt_frame(error.message):
-        print(f"error: {corrupt_frame(error.message)}", file=sys.stderr)  # a ranged read's
+    room = out_of_room(error)  # a full disk under history, logs or exports
+    if room:
+        path = room[0] or config["output_dir"]
+        recipe.FAILED_SAVES.append(path)
+        print(f"error: {recipe.no_room_error(path, room[1])}", file=sys.stderr)
         return USAGE_STATUS
-    if isinstance(error, NaNLossError):
+    if isinstance(error, recipe.NaNLossError):
         last = run_dir.RunDir(config["output_dir"]).last_checkpoint
         kept = (f"the last good checkpoint is {last}" if os.path.exists(last)
                 else "no epoch had completed, so there is no checkpoint")

@@ -9,6 +9,9 @@ such an error too.
 
 import argparse
 import difflib
+import errno
+import os
+import re
 import sys
 
 USAGE_STATUS = 2  # argparse's own status for a bad command line
@@ -79,6 +82,31 @@ def unknown_flag_message(unknown, known, hint, *, explanation=None, example=None
     close = difflib.get_close_matches(flag, known, n=1)
     head = f"unknown flag {flag}, {explanation}" if explanation else f"unknown argument {flag}"
     return head + (f"; did you mean {close[0]}?" if close else f"; {hint}")
+
+
+# A write refused for want of room: a full disk, a file-size limit, a quota.
+_NO_ROOM = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)}
+# TensorFlow's own writers (events, SavedModel variables) say it as "PATH; REASON".
+_NO_ROOM_IN_TF = re.compile(r"(\S+); (" + "|".join(_NO_ROOM.values()) + ")")
+
+
+def out_of_room(error):
+    """`(path, reason)` if `error` is a write refused for want of room, else None.
+
+    Reads Python's `OSError` by its errno and TensorFlow's `OpError` by its
+    message, without importing TensorFlow; `path` is None when the error
+    does not name the file.
+    """
+    if isinstance(error, OSError) and error.errno in _NO_ROOM:
+        return error.filename, os.strerror(error.errno)
+    found = _NO_ROOM_IN_TF.search(str(getattr(error, "message", "")))
+    return (found.group(1), found.group(2)) if found else None
+
+
+def no_room(path, reason):
+    """The `OSError` of a write to `path` refused for `reason`, as `out_of_room` gave it."""
+    code = next((code for code, text in _NO_ROOM.items() if text == reason), errno.ENOSPC)
+    return OSError(code, reason, path)
 
 
 def run_command(main, argv=None):

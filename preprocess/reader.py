@@ -641,6 +641,20 @@ def find_corrupt_shards(paths):
     return corrupt
 
 
+def describe_read_error(error, records_dir):
+    """The one line for an error reading `records_dir`'s frames, or None if it is not one.
+
+    A whole record that fails its CRC (`DataLossError`, shards found by
+    `describe_data_loss`), or a ranged read's corrupt frame or shard cut
+    short (its own line, carried out of the pipeline by TensorFlow's error).
+    """
+    if isinstance(error, tf.errors.DataLossError):
+        return describe_data_loss(records_dir)
+    if isinstance(error, tf.errors.OpError):
+        return index_lib.corrupt_frame(error.message)
+    return None
+
+
 def describe_data_loss(records_dir):
     """Names the shards that fail their CRC, which TensorFlow's own error does not."""
     manifest = manifest_lib.read_manifest(records_dir)

@@ -64,9 +64,15 @@ def evaluate(argv):
                         manifest["splits"][args.split], args.skip_corrupt)
     network = keras.saving.load_model(run.model, compile=False)
     started = time.perf_counter()
-    report, confusion = evaluation.evaluate_split(
-        network, args.records, args.split, spec, class_names,
-        batch_size=args.batch_size or config["batch_size"], skip_corrupt=args.skip_corrupt)
+    try:
+        report, confusion = evaluation.evaluate_split(
+            network, args.records, args.split, spec, class_names,
+            batch_size=args.batch_size or config["batch_size"], skip_corrupt=args.skip_corrupt)
+    except Exception as error:  # frames that fail their CRCs: one line, as train.py's
+        unreadable = reader.describe_read_error(error, args.records)
+        if unreadable is None:
+            raise
+        raise errors.UserError(unreadable) from None
     seconds = time.perf_counter() - started
     os.makedirs(output_dir, exist_ok=True)
     report_files = RunDir(output_dir)  # the same file names as a run's report

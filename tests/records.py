@@ -190,3 +190,21 @@ def shard_files(records_dir, split):
     """The split's shard file names (their indexes beside them left out)."""
     return sorted(name for name in os.listdir(os.path.join(records_dir, split))
                   if name.endswith(".tfrecord"))
+
+
+def corrupt_frames(records_dir, split, *, indexed=True):
+    """Flips the middle half of the split's first shard's bytes; returns the shard's path.
+
+    The size stays, so only the CRCs tell: the index's per frame, or the
+    record's. `indexed=False` also removes every index, as records written
+    before indexes were.
+    """
+    shard = pathlib.Path(records_dir, split, shard_files(records_dir, split)[0])
+    if not indexed:
+        for index in pathlib.Path(records_dir).glob(f"*/*{index_lib.SUFFIX}"):
+            index.unlink()
+    data = bytearray(shard.read_bytes())
+    middle = slice(len(data) // 4, 3 * len(data) // 4)
+    data[middle] = bytes(b ^ 0xFF for b in data[middle])
+    shard.write_bytes(bytes(data))
+    return shard

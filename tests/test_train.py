@@ -18,14 +18,14 @@ import tensorflow as tf
 
 import train
 from conftest import REPO, SHARED_DATA, assert_one_line_error, two_class_records
-from model.network import pretrained
-from model.network.build import build_for_run, build_model
 from model.inference import evaluation
 from model.inference.predictor import Predictor
+from model.network import pretrained
+from model.network.build import build_for_run, build_model
 from model.training.config import resolve_config
 from model.training.run_dir import RunDir
 from preprocess import reader
-from records import read_split
+from records import corrupt_frames, read_split
 
 # Two classes told apart by motion alone: growing against sliding right.
 # Deterministic, on records whose bytes are fixed, so that a rerun on this kind
@@ -232,14 +232,7 @@ def test_bad_requests_fail_in_one_line(records, tmp_path, capsys, args, fragment
 def test_corrupt_shard_is_named(records, tmp_path, capsys, indexed):
     copy = tmp_path / "records"
     shutil.copytree(records, copy)
-    shard = sorted((copy / "test").glob("*.tfrecord"))[0]
-    if not indexed:  # records of before indexes: read whole, their CRCs checked
-        for index in copy.glob("*/*.index"):
-            index.unlink()
-    data = bytearray(shard.read_bytes())
-    middle = slice(len(data) // 4, 3 * len(data) // 4)  # frames the evaluation reads
-    data[middle] = bytes(b ^ 0xFF for b in data[middle])  # same size: only the CRCs tell
-    shard.write_bytes(bytes(data))
+    shard = corrupt_frames(copy, "test", indexed=indexed)  # frames the evaluation reads
     code = train.main(["--records", str(copy), "--output_dir", str(tmp_path / "run"),
                        *TRAIN_ARGS, "--epochs", "1", "--steps_per_epoch", "1"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -340,22 +333,31 @@ def test_a_damaged_history_resumes(records, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes(records, tmp_path):
+@pytest.mark.parametrize("fills, file, resumes_from", [
+    ("on_epoch_end", "backup/latest.weights.h5", 1),  # the second epoch's saves
+    ("on_train_end", "model.keras", 2),  # the exports, after the last epoch's saves
+])
+def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes(records, tmp_path, fills,
+                                                                    file, resumes_from):
     run_dir = tmp_path / "run"
     args = ["--records", str(records), "--output_dir", str(run_dir), *TRAIN_ARGS,
-            "--epochs", "3", "--steps_per_epoch", "1", "--precise_bn_batches", "1"]
-    # The disk fills during the second epoch's saves: files may then grow to 4 kB,
-    # as under `ulimit -f 8` (Python takes SIGXFSZ as an OSError, EFBIG).
-    full_disk = textwrap.dedent("""
+            "--epochs", "2", "--steps_per_epoch", "1", "--precise_bn_batches", "1"]
+    # The disk fills: files may then grow to 4 kB, as under `ulimit -f 8` (Python
+    # takes SIGXFSZ as an OSError, EFBIG).
+    full_disk = textwrap.dedent(f"""
         import resource, sys, model, train
         model.quiet_tensorflow_logs()  # as train.py's main does, before TensorFlow loads
         model.import_tensorflow()
         import keras
         from model.training import recipe
 
-        class FillTheDisk(keras.callbacks.Callback):
+        class FillTheDisk(keras.callbacks.Callback):  # first, so before the saves
             def on_epoch_end(self, epoch, logs=None):
-                if epoch == 1:
+                if "{fills}" == "on_epoch_end" and epoch == 1:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+            def on_train_end(self, logs=None):
+                if "{fills}" == "on_train_end":
                     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
         make_callbacks = recipe.make_callbacks
@@ -366,17 +368,20 @@ def test_a_full_disk_while_saving_is_one_line_and_the_rerun_resumes(records, tmp
     full = subprocess.run([sys.executable, "-c", full_disk, *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert full.returncode == 2  # not a crash as the process exits
-    assert_one_line_error(full, "could not write", str(run_dir), "File too large",
+    assert_one_line_error(full, f"could not write {run_dir / file} (File too large)",
                           "run the same command again")
     assert len(full.stderr.splitlines()) == 1, full.stderr
     assert not list(run_dir.rglob("*.partial*"))  # nothing half-written is left to read
+    assert not (run_dir / "model.keras").exists() and not (run_dir / "metrics.json").exists()
     assert json.loads((run_dir / "backup" / "training_metadata.json").read_text()) == {
-        "epoch": 1, "batch": 0}
+        "epoch": resumes_from, "batch": 0}
     resumed = _cli("train.py", *args, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert f"resuming {run_dir} from epoch 1 of 3" in resumed.stdout
+    assert f"resuming {run_dir} from epoch {resumes_from} of 2" in resumed.stdout
     with open(run_dir / "history.csv") as handle:
-        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1, 2]
+        assert [int(r["epoch"]) for r in csv.DictReader(handle)] == [0, 1]
+    assert RunDir(run_dir).read_architecture().count_params() == keras.saving.load_model(
+        run_dir / "model.keras", compile=False).count_params()  # whole, and it loads
 
 
 def _small_source(tmp_path, num_classes):

@@ -14,6 +14,8 @@ import json
 import keras
 import tensorflow as tf
 
+from model.training.run_dir import write_text, write_whole
+
 
 def float32_copy(model):
     """`model` itself if it computes in float32, else a float32 copy with its weights."""
@@ -41,9 +43,13 @@ def float32_copy(model):
 
 
 def export_model(model, run, class_names, num_frames, image_size):
-    """Writes the three exports into a `model.training.run_dir.RunDir`, computing in float32."""
+    """Writes the three exports into a `model.training.run_dir.RunDir`, computing in float32.
+
+    Each is written whole or not at all (`run_dir.write_whole`): a full disk
+    mid-export leaves no file cut short for inference to read.
+    """
     model = float32_copy(model)
-    model.save(run.model)
+    write_whole(run.model, model.save)
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -55,6 +61,5 @@ def export_model(model, run, class_names, num_frames, image_size):
         name="serve", fn=serve,
         input_signature=[tf.TensorSpec([None, num_frames, image_size, image_size, 3],
                                        tf.uint8, name="clips")])
-    archive.write_out(run.saved_model, verbose=False)
-    with open(run.classes, "w") as handle:
-        json.dump(class_names, handle, indent=1)
+    write_whole(run.saved_model, lambda path: archive.write_out(path, verbose=False))
+    write_text(run.classes, json.dumps(class_names, indent=1))

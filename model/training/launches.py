@@ -13,6 +13,8 @@ import time
 
 import keras
 
+from model.training import run_dir
+
 SAVE_SECONDS = 30  # within an epoch, how often the launch in progress is saved
 
 
@@ -78,10 +80,8 @@ class LaunchLog(keras.callbacks.Callback):
     def _save(self, launch):
         self.saved = time.perf_counter()
         rounded = {k: round(v, 3) if isinstance(v, float) else v for k, v in launch.items()}
-        partial = self.path + ".partial"
-        with open(partial, "w") as handle:
-            json.dump(self.launches[:-1] + [rounded], handle, indent=2)
-        os.replace(partial, self.path)  # whole or the previous: a kill may come at any time
+        launches = json.dumps(self.launches[:-1] + [rounded], indent=2)
+        run_dir.write_text(self.path, launches)  # whole: a kill may come at any time
 
 
 def read_launches(path):

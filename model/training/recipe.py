@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from model import ACCURACY, STRATEGIES, TOP_K_ACCURACY, VAL_ACCURACY, held_stderr, top_k
+from model.training.run_dir import partial_path
 from preprocess.errors import UserError
 
 
@@ -32,21 +33,18 @@ class SaveError(UserError):
     """A checkpoint or backup could not be written (a full disk, a file-size limit)."""
 
 
-def partial_path(path):
-    """Where `path` is written before it is renamed into place; Keras wants its suffix kept."""
-    for suffix in (".weights.h5", ".keras", ".json"):
-        if path.endswith(suffix):
-            return path[:-len(suffix)] + ".partial" + suffix
-    return path + ".partial"
+def no_room_error(path, reason):
+    """The one line for a write of the run refused for want of room."""
+    return SaveError(f"could not write {path} ({reason}); free space (or raise the "
+                     "file-size limit) and run the same command again: it resumes from "
+                     "the last complete backup")
 
 
 def _save_error(path, error):
     # h5py's own wording buries the cause; the errno names it.
     reason = (os.strerror(error.errno) if getattr(error, "errno", None)
               else (str(error).strip() or type(error).__name__).splitlines()[0][:200])
-    return SaveError(f"could not write {path} ({reason}); free space (or raise the "
-                     "file-size limit) and run the same command again: it resumes from "
-                     "the last complete backup")
+    return no_room_error(path, reason)
 
 
 def _renamed_into_place(finals):

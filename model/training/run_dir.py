@@ -23,7 +23,7 @@ import platform
 import shutil
 
 from preprocess import __version__
-from preprocess.errors import UserError
+from preprocess.errors import UserError, no_room, out_of_room
 from preprocess.folder_lock import LOCK_NAME
 from preprocess.manifest import MANIFEST_NAME, read_bytes
 
@@ -37,6 +37,51 @@ MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames"
 
 class RunDirError(UserError):
     """A run folder that cannot be used as asked."""
+
+
+def partial_path(path):
+    """Where `path` is written before it is renamed into place; Keras wants its suffix kept."""
+    for suffix in (".weights.h5", ".keras", ".json", ".csv"):
+        if path.endswith(suffix):
+            return path[:-len(suffix)] + ".partial" + suffix
+    return path + ".partial"
+
+
+def _remove(path):
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def write_whole(path, write):
+    """Calls `write(partial_path(path))`, then renames that over `path`.
+
+    A kill or a full disk mid-write leaves the previous file whole and no
+    partial one, so nothing cut short is ever read back. `path` may be a
+    folder (a SavedModel): the old one is removed just before the rename.
+    """
+    partial = partial_path(path)
+    _remove(partial)
+    try:
+        write(partial)
+    except BaseException as error:
+        _remove(partial)
+        room = out_of_room(error)
+        if room:  # named as the file it was to be, not its partial or a file within
+            raise no_room(path, room[1]) from error
+        raise
+    if os.path.isdir(partial) and os.path.isdir(path):
+        shutil.rmtree(path)  # a folder is not renamed over another
+    os.replace(partial, path)
+
+
+def write_text(path, text):
+    """Writes `text` to `path` whole (`write_whole`)."""
+    def write(partial):
+        with open(partial, "w", newline="") as handle:
+            handle.write(text)
+    write_whole(path, write)
 
 
 class RunDir:
@@ -101,10 +146,7 @@ class RunDir:
                   "versions": {"twoplusone": __version__, "tensorflow": tf.__version__,
                                "keras": keras.__version__,
                                "python": platform.python_version()}}
-        partial = self.config + ".partial"  # a kill or a full disk leaves the old one whole
-        with open(partial, "w") as handle:
-            json.dump(record, handle, indent=2)
-        os.replace(partial, self.config)
+        write_text(self.config, json.dumps(record, indent=2))
 
     def read_config(self):
         """The dict `write_config` wrote; `RunDirError` when there is none."""
@@ -119,11 +161,8 @@ class RunDir:
                               "run again, or choose another --output_dir") from None
 
     def write_architecture(self, model):
-        """Writes the model's architecture; atomically, since a kill may come at any time."""
-        partial = self.architecture + ".partial"
-        with open(partial, "w") as handle:
-            handle.write(model.to_json())
-        os.replace(partial, self.architecture)
+        """Writes the model's architecture; whole, since a kill may come at any time."""
+        write_text(self.architecture, model.to_json())
 
     def read_architecture(self):
         """The model `write_architecture` described, with fresh weights."""
@@ -165,11 +204,8 @@ class RunDir:
             if (epoch.isdigit() and int(epoch) < epochs_done
                     and fields == header.count(",") + 1 and rest):
                 rows[int(epoch)] = line  # a repeated epoch: the last row wins
-        partial = self.history + ".partial"
-        with open(partial, "w", newline="") as handle:
-            handle.write("".join(f"{line}\n" for line in
-                                 ([header] if rows else []) + [rows[e] for e in sorted(rows)]))
-        os.replace(partial, self.history)
+        kept = ([header] if rows else []) + [rows[e] for e in sorted(rows)]
+        write_text(self.history, "".join(f"{line}\n" for line in kept))
 
     def require(self, *paths):
         """Raises `RunDirError` naming the first of `paths` that is missing."""

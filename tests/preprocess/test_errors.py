@@ -1,4 +1,7 @@
-"""User errors: the one-line ArgumentParser, its closest-flag suggestion, and run_command."""
+"""User errors: the one-line ArgumentParser, its closest-flag suggestion, run_command, and
+writes refused for want of room."""
+
+import errno
 
 import pytest
 
@@ -85,3 +88,28 @@ def test_run_command_keeps_the_traceback_of_a_bug():
 
     with pytest.raises(KeyError):
         errors.run_command(main, [])
+
+
+class _OpError(Exception):
+    """TensorFlow's errors carry a `message`; this one reads like its SaveV2's."""
+
+    message = ("{{function_node __wrapped__SaveV2}} /runs/a/saved_model.partial/variables/"
+               "variables_temp/part-00000; File too large [Op:SaveV2]")
+
+
+@pytest.mark.parametrize("error, room", [
+    (OSError(errno.ENOSPC, "No space left on device", "/runs/a/history.csv"),
+     ("/runs/a/history.csv", "No space left on device")),
+    (OSError(errno.EFBIG, "File too large"), (None, "File too large")),
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), (None, "Disk quota exceeded")),
+    (_OpError(), ("/runs/a/saved_model.partial/variables/variables_temp/part-00000",
+                  "File too large")),
+    (OSError(errno.EACCES, "Permission denied", "/runs/a"), None),
+    (FileNotFoundError(errno.ENOENT, "No such file", "x"), None),
+    (ValueError("File too large"), None),
+])
+def test_a_write_refused_for_want_of_room_is_known_by_its_errno_or_message(error, room):
+    assert errors.out_of_room(error) == room
+    if room:
+        again = errors.no_room("/runs/a/model.keras", room[1])
+        assert errors.out_of_room(again) == ("/runs/a/model.keras", room[1])

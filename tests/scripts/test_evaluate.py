@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO, assert_one_line_error
+from records import corrupt_frames
 from two_class_run import script
 
 
@@ -80,6 +81,21 @@ def test_records_of_other_classes_are_refused_in_one_line(trained, tmp_path, cap
         assert code == 2 and len(err) == 1 and fragment in err[0], err
         assert "--class_names" in err[0]
         assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("indexed", [True, False])
+def test_corrupt_frames_are_named_in_one_line(trained, tmp_path, capsys, indexed):
+    records, run = trained
+    copy = tmp_path / "records"
+    shutil.copytree(records, copy)
+    shard = corrupt_frames(copy, "test", indexed=indexed)
+    code = script("evaluate").main(["--model", str(run), "--records", str(copy),
+                                    "--output_dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert str(shard) in err[0] and "--skip_corrupt" in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow

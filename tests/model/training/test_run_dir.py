@@ -1,7 +1,10 @@
 """The run folder: its identity refuses to mix runs, its files name themselves, its config
 and architecture read back."""
 
+import errno
 import json
+import os
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -89,3 +92,33 @@ def test_the_manifest_summary_is_what_inference_needs(records):
     summary = run_dir.manifest_summary(manifest)
     assert set(summary) == set(run_dir.MANIFEST_SUMMARY_KEYS)
     assert summary["geometry"] == manifest["geometry"] and summary["encoding"]["quality"] == 90
+
+
+def test_a_write_cut_short_leaves_the_previous_file_whole_and_names_the_file(tmp_path):
+    path = str(tmp_path / "history.csv")
+    run_dir.write_text(path, "epoch\n0\n")
+
+    def fills_the_disk(partial):
+        with open(partial, "w") as handle:
+            handle.write("epoch\n0\n1")
+        raise OSError(errno.ENOSPC, "No space left on device")  # as a write() says it
+
+    with pytest.raises(OSError) as raised:
+        run_dir.write_whole(path, fills_the_disk)
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["history.csv"]  # no partial left
+    assert (tmp_path / "history.csv").read_text() == "epoch\n0\n"
+
+
+def test_a_folder_is_replaced_whole(tmp_path):
+    path = tmp_path / "saved_model"
+
+    def write(partial):
+        os.makedirs(partial)
+        (Path(partial) / "saved_model.pb").write_text(str(len(os.listdir(tmp_path))))
+
+    run_dir.write_whole(str(path), write)
+    (path / "stale").write_text("from the previous export")
+    run_dir.write_whole(str(path), write)
+    assert sorted(p.name for p in path.iterdir()) == ["saved_model.pb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
