@@ -8,6 +8,7 @@ runs with. `fit_one_machine` and `fit_across_workers` (which drives
 evaluation. Importing this module is light: TensorFlow loads when a fit starts.
 """
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -105,18 +106,19 @@ def fit_one_machine(network, strategy, plan, datasets):
                                strategy=strategy)
     # First: its step times leave out the other callbacks' work, and the later
     # ones (history.csv, TensorBoard, the epoch line) record its share.
-    wait = InputWait(datasets.arrivals)
+    wait = InputWait(datasets.arrivals, data_service=plan.config["data_service"])
     started = time.time()
-    history = network.fit(datasets.training,
-                          epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
-                          validation_data=datasets.validation,
-                          shuffle=False,  # the reader shuffles
-                          callbacks=[wait, precise,
-                                     # before the backup: a kill between them repeats an
-                                     # epoch's time rather than losing it
-                                     LaunchLog(plan.folder.launches, plan.global_batch),
-                                     *recipe.make_callbacks(plan.folder)],
-                          verbose=1 if sys.stdout.isatty() else 2)
+    with contextlib.closing(wait):  # its stall watch ends however the fit does
+        history = network.fit(datasets.training,
+                              epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
+                              validation_data=datasets.validation,
+                              shuffle=False,  # the reader shuffles
+                              callbacks=[wait, precise,
+                                         # before the backup: a kill between them repeats
+                                         # an epoch's time rather than losing it
+                                         LaunchLog(plan.folder.launches, plan.global_batch),
+                                         *recipe.make_callbacks(plan.folder)],
+                              verbose=1 if sys.stdout.isatty() else 2)
     epochs = len(history.epoch)
     return Fitted(network, precise, fit_facts(epochs, time.time() - started, precise, wait),
                   precise.num_batches if precise.layers else 0)
@@ -145,7 +147,8 @@ def fit_across_workers(network, strategy, plan, datasets):
         warnings.filterwarnings("ignore", message="Can save best model only")
     # Each step takes one batch of this worker's pipeline for each of its replicas.
     wait = InputWait(datasets.arrivals,
-                     batches_per_step=strategy.num_replicas_in_sync // cluster.num_workers)
+                     batches_per_step=strategy.num_replicas_in_sync // cluster.num_workers,
+                     data_service=config["data_service"])
     started = time.time()
     try:
         with multi_worker.worker_folder(plan.folder, cluster) as own:
@@ -167,6 +170,8 @@ def fit_across_workers(network, strategy, plan, datasets):
             f"{cluster.name} lost a peer ({type(error).__name__}: "
             f"{str(error).strip().splitlines()[0][:200]}); relaunch the same command on "
             f"every worker to resume from epoch {plan.folder.resume_epoch()}") from None
+    finally:
+        wait.close()  # its stall watch ends however the fit does
     facts = fit_facts(epochs, time.time() - started, precise, wait)
     if not cluster.is_chief:
         print(f"train: {cluster.name} done", flush=True)

@@ -7,7 +7,10 @@ when each step begins and ends. A step that began before its batch existed
 waited for it: the epoch's share is the sum of those waits over the time its
 steps took, in the epoch's logs (`history.csv`, TensorBoard, the epoch line)
 and in `metrics.json`; `input_bound_advice` turns a high mean into one line of
-advice.
+advice. A step whose batch does not come for `STALL_SECONDS` (a tf.data
+service whose workers are all gone, records on a file system that stopped
+answering) is said at once, and again as the wait doubles: the trainer never
+waits in silence.
 """
 
 import math
@@ -21,6 +24,9 @@ LOG_KEY = "input_wait"
 # with enough input (1 / 0.8): enough to act on. Below that, what waiting
 # remains is the ordinary jitter of a pipeline that keeps up.
 INPUT_BOUND_SHARE = 0.2
+# A pipeline that keeps up hands over a batch in well under a second; a minute
+# without one is a stall, even for the largest clips on the slowest storage.
+STALL_SECONDS = 60
 
 
 class Arrivals:
@@ -116,24 +122,62 @@ class InputWait(keras.callbacks.Callback):
             Defaults to 1.
     """
 
-    def __init__(self, arrivals, batches_per_step=1):
+    def __init__(self, arrivals, batches_per_step=1, *, data_service=None,
+                 stall_seconds=STALL_SECONDS, report=None):
         super().__init__()
         self.arrivals = arrivals
         self.batches_per_step = batches_per_step
+        self.data_service = data_service
+        self.stall_seconds = stall_seconds
+        self.report = report or (lambda line: print(line, flush=True))
         self.shares = []        # each epoch's share in this fit; None where unmeasured
         self._steps = 0         # steps of this fit so far: its iterator's batches
+        self._waiting = None    # (step of the fit, when it began) while a step runs
+        self._stop = threading.Event()
+        self._watch = None
 
     def on_train_begin(self, logs=None):
         self._steps = 0
+        if self._watch is None:  # the stall watch: a thread, as TensorFlow waits outside Python
+            self._stop.clear()
+            self._watch = threading.Thread(target=self._watch_for_stalls, daemon=True,
+                                           name="input-stall-watch")
+            self._watch.start()
+
+    def on_train_end(self, logs=None):
+        self.close()
+
+    def close(self):
+        """Ends the stall watch; a fit that raised does not reach `on_train_end`."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+            self._watch = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._begins, self._end = [], None
 
     def on_train_batch_begin(self, batch, logs=None):
         self._begins.append(time.perf_counter())
+        self._waiting = (self._steps + len(self._begins) - 1, self._begins[-1])
 
     def on_train_batch_end(self, batch, logs=None):
         self._end = time.perf_counter()
+        self._waiting = None
+
+    def _watch_for_stalls(self):
+        said = None  # the step last reported, and how long it had waited
+        while not self._stop.wait(min(1.0, self.stall_seconds / 4)):
+            waiting = self._waiting
+            if waiting is None or waiting[0] == 0:  # the fit's first step also compiles
+                continue
+            step, began = waiting
+            waited = time.perf_counter() - began
+            arrived = self.arrivals.at((step + 1) * self.batches_per_step - 1)
+            due = self.stall_seconds if said is None or said[0] != step else 2 * said[1]
+            if arrived is None and waited >= due:
+                self.report(stall_line(step, waited, self.data_service))
+                said = (step, waited)
 
     def on_epoch_end(self, epoch, logs=None):
         per_step, first = self.batches_per_step, self._steps
@@ -168,6 +212,17 @@ def input_bound_advice(facts_, data_service=None):
             f"(over {INPUT_BOUND_SHARE:.0%}); cut more clips from each video read "
             "(--samples_per_video 2), store fewer frames (python -m preprocess --fps) or "
             f"read shorter or smaller clips (--num_frames, --image_size), or {more}")
+
+
+def stall_line(step, seconds, data_service=None):
+    """What to say of a step that has waited `seconds` for its batch."""
+    head = f"train: step {step + 1} of this launch has waited {seconds:.0f} s for its batch"
+    if data_service:
+        return (f"{head} from the tf.data service at {data_service}; are its workers "
+                "running? Start one with python -m model.training.data_service worker "
+                f"--dispatcher {data_service.split('://')[-1]} --port PORT")
+    return (f"{head}; the reader is stalled: is the file system of --records still "
+            "answering?")
 
 
 def report_input_bound(facts_, data_service=None):

@@ -49,6 +49,7 @@ def test_the_callback_pairs_each_step_with_its_iterators_batch(monkeypatch):
     assert logs[1]["input_wait"] == pytest.approx(0.0)
     assert wait.shares == [0.25, 0.0]
     assert arrivals._times == {5: 9.0}  # the next epoch's batch, kept for it
+    wait.close()
 
 
 def test_a_new_iterator_starts_the_record_anew():
@@ -102,8 +103,8 @@ def _network(width):
 def _fit(tmp_path, sleep, width):
     """Keras's fit under a strategy, as train.py runs it: it first takes a batch from
     an iterator of its own, to build the model."""
-    arrivals = Arrivals()
-    wait = InputWait(arrivals)
+    arrivals, stalls = Arrivals(), []
+    wait = InputWait(arrivals, stall_seconds=SLOW_SECONDS * 5, report=stalls.append)
     with tf.distribute.OneDeviceStrategy("/cpu:0").scope():
         network = _network(width)
     history = network.fit(_batches(arrivals, sleep), epochs=EPOCHS, steps_per_epoch=STEPS,
@@ -113,6 +114,7 @@ def _fit(tmp_path, sleep, width):
         rows = list(csv.DictReader(handle))
     assert [float(row["input_wait"]) for row in rows] == pytest.approx(wait.shares, abs=1e-4)
     assert history.history["input_wait"] == pytest.approx(wait.shares, abs=1e-4)
+    assert stalls == []  # slow or not, every batch comes well within the stall time
     return wait.shares
 
 
@@ -146,6 +148,33 @@ def test_our_multi_worker_loop_reports_the_share_in_its_epoch_line():
         report=lines.append)
     assert min(wait.shares) > 0.5, wait.shares
     assert all(f"input_wait {share:.4f}" in line for share, line in zip(wait.shares, lines))
+
+
+@pytest.mark.parametrize("service", [None, "grpc://hostB:5050"])
+def test_a_step_whose_batch_does_not_come_is_said_as_it_waits(service):
+    """The fifth batch takes 2.5 s: its step is said as its wait passes 0.4 s, and doubles."""
+    arrivals, stalls = Arrivals(), []
+
+    def stall_once(index, batch):
+        slept = tf.numpy_function(
+            lambda i: np.float32(time.sleep(2.5 if i == 4 else 0) or 0), [index], tf.float32)
+        with tf.control_dependencies([slept]):
+            return tf.nest.map_structure(tf.identity, batch)
+
+    batches = tf.data.Dataset.zip(tf.data.Dataset.range(10**6),
+                                  _batches(Arrivals(), sleep=0)).map(stall_once)
+    wait = InputWait(arrivals, data_service=service, stall_seconds=0.4, report=stalls.append)
+    network = _network(width=8)
+    network.fit(arrivals.probe(batches), epochs=1, steps_per_epoch=STEPS, callbacks=[wait],
+                shuffle=False, verbose=0)
+    assert wait._watch is None  # the fit's end ended the watch
+    # Said at about 0.4, 0.8 and 1.6 s (a busy machine may add a line or drop one).
+    assert 2 <= len(stalls) <= 4, stalls
+    assert all(line.startswith("train: step 5 of this launch has waited ") for line in stalls)
+    hint = ("tf.data service at grpc://hostB:5050; are its workers running? Start one with "
+            "python -m model.training.data_service worker --dispatcher hostB:5050"
+            if service else "the reader is stalled")
+    assert all(hint in line for line in stalls), stalls
 
 
 def test_facts_and_advice():
