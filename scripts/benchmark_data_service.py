@@ -18,7 +18,6 @@ the service's overhead and contention, not its scaling across machines.
 The last line is JSON.
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -29,13 +28,12 @@ import subprocess
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+# First: it loads TensorFlow without its start-up notices. Pipelines are timed its one way.
+from benchmark_input import clips_per_second, timing_parser  # noqa: E402
 
 from model.training import data_service  # noqa: E402
-from preprocess import reader  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from benchmark_input import clips_per_second  # noqa: E402  the one way pipelines are timed
+from preprocess import errors, reader  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -75,19 +73,7 @@ def timed(datasets, seconds, rounds, warmup):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num_frames", type=int, default=16)
-    parser.add_argument("--frame_step", type=int, default=2)
-    parser.add_argument("--image_size", type=int, default=112)
-    parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=5.0, help="each timing's length")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds read before each timing: tf.data's autotuning and "
-                             "the service's job start settle")
-    parser.add_argument("--rounds", type=int, default=3, help="timings of each, alternating")
-    args = parser.parse_args(argv)
+    args = timing_parser(__doc__, num_frames=16, frame_step=2, image_size=112).parse_args(argv)
 
     spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
                            image_size=args.image_size, training=True, crop_scale=None,
@@ -137,8 +123,8 @@ def main(argv=None):
             process.kill()
             process.wait()
     print(json.dumps(figures))
-    return figures
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_command(main))

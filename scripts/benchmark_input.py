@@ -29,22 +29,23 @@ the medians are reported: a shared machine's speed drifts by tens of percent
 within a minute. Prints clips per second and the ratios; the last line is JSON.
 """
 
-import argparse
 import gc
 import json
 import os
 import random
 import statistics
+import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from model import import_tensorflow, quiet_tensorflow_logs
 
+quiet_tensorflow_logs()  # a benchmark's lines and errors, without TensorFlow's start-up notices
+tf = import_tensorflow()
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 from preprocess import manifest as manifest_lib  # noqa: E402
-from preprocess import layouts, reader, schema, sources  # noqa: E402
+from preprocess import errors, layouts, reader, schema, sources  # noqa: E402
 
 
 def clips_per_second(dataset, clips_per_batch, seconds, warmup=2.0):
@@ -268,14 +269,31 @@ def source_paths(manifest, split, records_dir):
     return paths, labels
 
 
+def timing_parser(doc, *, num_frames, frame_step, image_size):
+    """The flags every input benchmark takes: the records, the clips, and the timings.
+
+    A misuse is one `error:` line (`preprocess.errors.ArgumentParser`).
+    """
+    parser = errors.ArgumentParser(prog=f"python scripts/{os.path.basename(sys.argv[0])}",
+                                   description=doc.split("\n\n")[0])
+    add = parser.add_argument
+    add("--records", required=True)
+    add("--split", default="train")
+    add("--num_frames", type=int, default=num_frames)
+    add("--frame_step", type=int, default=frame_step)
+    add("--image_size", type=int, default=image_size)
+    add("--batch_size", type=int, default=8)
+    add("--seconds", type=float, default=5.0, help="length of one timing (default: 5.0)")
+    add("--warmup", type=float, default=2.0,
+        help="seconds pulled before each timing, for tf.data's autotuning and a tf.data "
+             "service's job start (default: 2.0)")
+    add("--rounds", type=int, default=3,
+        help="timings of each pipeline, taking turns; medians are reported (default: 3)")
+    return parser
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--records", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--num_frames", type=int, default=10)
-    parser.add_argument("--frame_step", type=int, default=15)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--batch_size", type=int, default=8)
+    parser = timing_parser(__doc__, num_frames=10, frame_step=15, image_size=224)
     parser.add_argument("--crop", choices=("random", "resized"), default="random",
                         help="the reader's training crops (default: plain random)")
     parser.add_argument("--cpu_flip", action="store_true",
@@ -289,14 +307,6 @@ def main(argv=None):
                              "views a video (default: train)")
     parser.add_argument("--eval_clips", type=int, default=10)
     parser.add_argument("--eval_crops", type=int, choices=(1, 3), default=3)
-    parser.add_argument("--seconds", type=float, default=5.0,
-                        help="length of one timing (default: 5.0)")
-    parser.add_argument("--warmup", type=float, default=2.0,
-                        help="seconds pulled before each timing, for tf.data's autotuning "
-                             "(default: 2.0)")
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="timings of each pipeline, taking turns; medians are reported "
-                             "(default: 3)")
     args = parser.parse_args(argv)
 
     manifest = manifest_lib.read_manifest(args.records)
@@ -387,4 +397,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(errors.run_command(main))

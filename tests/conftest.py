@@ -142,6 +142,24 @@ def run_cli(*args, timeout=600):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def in_fresh_python(code, watch=("tensorflow", "keras"), timeout=120):
+    """Runs `code` in a new interpreter from the repository.
+
+    Returns its CompletedProcess and which of the modules in `watch` it had
+    imported as it exited, however it exited (a script's `sys.exit` too).
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        record = os.path.join(folder, "loaded.txt")
+        probe = ("import atexit, sys\n"
+                 "atexit.register(lambda: open(%r, 'w').write(' '.join(\n"
+                 "    name for name in %r if name in sys.modules)))\n" % (record, tuple(watch)))
+        result = subprocess.run([sys.executable, "-c", probe + code], cwd=REPO,
+                                capture_output=True, text=True, timeout=timeout)
+        assert os.path.exists(record), result.stderr[-2000:]  # it ran to its exit
+        with open(record) as handle:
+            return result, handle.read().split()
+
+
 def assert_one_line_error(result, *fragments):
     """A CLI misuse: non-zero exit, an `error:` line naming the problem, no traceback."""
     assert result.returncode != 0, result.stdout + result.stderr

@@ -1,12 +1,10 @@
 """The record schema: encode then parse gives back frames and metadata, eagerly and in tf.data."""
 
-import subprocess
-import sys
 
 import numpy as np
 import tensorflow as tf
 
-from conftest import REPO
+from conftest import in_fresh_python
 from preprocess import schema, video
 from records import decode_frames
 
@@ -82,10 +80,9 @@ def test_the_writer_gives_the_message_tensorflow_builds():
 
 
 def test_writing_needs_no_tensorflow():
-    code = ("import sys; from preprocess import pipeline, schema; "
-            "schema.encode_video_example([b'x'], label=0, label_text='a', video_id='v', "
-            "group=1, clip=1, height=1, width=1, fps=1.0); "
-            "print('tensorflow' in sys.modules)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=REPO)
-    assert result.stdout.strip() == "False", result.stderr[-2000:]
+    result, loaded = in_fresh_python(
+        "from preprocess import pipeline, schema\n"
+        "schema.encode_video_example([b'x'], label=0, label_text='a', video_id='v', "
+        "group=1, clip=1, height=1, width=1, fps=1.0)\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert loaded == []

@@ -5,12 +5,10 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO, assert_one_line_error
+from conftest import assert_one_line_error, in_fresh_python
 from model.training.config import resolve_config
 from two_class_run import script
 
@@ -89,17 +87,11 @@ def test_unfinished_runs_are_named_and_left_out(tmp_path, capsys):
 def test_misuse_is_one_error_line(tmp_path, argv, fragment):
     argv = [arg.format(tmp=tmp_path) for arg in argv]
     # In a fresh interpreter, which must not load TensorFlow to read a few JSON files.
-    code = ("import runpy, sys\n"
-            f"sys.argv = ['compare_runs.py', *{argv!r}]\n"
-            "try:\n"
-            "    runpy.run_path('scripts/compare_runs.py', run_name='__main__')\n"
-            "finally:\n"
-            "    print('tensorflow loaded' if 'tensorflow' in sys.modules else '', "
-            "file=sys.stderr)\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result, loaded = in_fresh_python(
+        f"import runpy\nsys.argv = ['compare_runs.py', *{argv!r}]\n"
+        "runpy.run_path('scripts/compare_runs.py', run_name='__main__')\n")
     assert_one_line_error(result, fragment.format(tmp=tmp_path))
-    assert "tensorflow loaded" not in result.stderr
+    assert loaded == []
 
 
 @pytest.mark.slow

@@ -1,12 +1,10 @@
 """`find_videos`: the files, folders and list file a prediction command names."""
 
 import re
-import subprocess
-import sys
 
 import pytest
 
-from conftest import REPO
+from conftest import in_fresh_python
 from model.inference.cli import find_videos
 from preprocess.errors import UsageError
 
@@ -51,9 +49,6 @@ def test_nothing_to_predict_is_a_usage_error(tmp_path, inputs, list_name, fragme
 
 
 def test_importing_it_loads_no_tensorflow():
-    code = ("import sys\nimport model.inference.cli\n"
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=60)
+    result, loaded = in_fresh_python("import model.inference.cli\n")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    assert loaded == []

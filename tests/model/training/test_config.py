@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, assert_one_line_error
+from conftest import REPO, assert_one_line_error, in_fresh_python
 from model.training import config as config_lib
 from model.training.config import BASE, PRESETS, TrainError, build_parser, resolve_config
 from preprocess.errors import UserError
@@ -95,15 +95,13 @@ def test_the_advice_works():
 
 def test_importing_the_config_loads_no_tensorflow():
     # A preset that names published weights too: their table is read, not TensorFlow.
-    code = ("import sys\nfrom model.training import config\n"
-            "config.resolve_config(['--records', 'r', '--output_dir', 'o'])\n"
-            "config.resolve_config(['--records', 'r', '--output_dir', 'o', "
-            "'--preset', 'r2plus1d_34_ig65m'])\n"
-            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
+    result, loaded = in_fresh_python(
+        "from model.training import config\n"
+        "config.resolve_config(['--records', 'r', '--output_dir', 'o'])\n"
+        "config.resolve_config(['--records', 'r', '--output_dir', 'o', "
+        "'--preset', 'r2plus1d_34_ig65m'])\n")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == "[]"
+    assert loaded == []
 
 
 def test_every_default_has_a_reason():
