@@ -275,7 +275,8 @@ def resolve_command_line(argv, description=None):
     config = {**BASE, **PRESETS[preset], **from_file, **given}
     config["overwrite"] = bool(config.get("overwrite"))
     config["allow_cpu"] = bool(config["allow_cpu"])
-    check_config(config, given=set(given) | set(from_file))
+    check_config(config, given={**{key: path for key in from_file},
+                                **{key: None for key in given}})  # a flag wins
     return CommandLine(config, print_config)
 
 
@@ -296,9 +297,10 @@ def check_config(config, given=None):
 
     Args:
         config: a resolved config.
-        given: the keys the command line gave, so that a message can tell a
-            value the user passed from one their preset set. Defaults to None:
-            every value was passed.
+        given: the keys the user gave, each to the `--config` file's path
+            if that file gave it, so that a message can tell a value the user
+            passed from one their preset set, and a flag from a file's line.
+            Defaults to None: every value was passed as a flag.
     """
     # Named weights fix their network: a --model that does not fit is refused
     # here, before TensorFlow loads and before any download.
@@ -369,19 +371,23 @@ def check_config(config, given=None):
 def _refused(config, given, keys, rule, alternative=None):
     """The message of a rule that refuses values other than BASE's for `keys`.
 
-    A value the user passed is to be dropped; one their preset set is named
-    with the preset, and to be passed back to BASE's, since there is no flag
-    of theirs to drop.
+    A value the user passed is to be dropped: a flag from the command line,
+    a line from the `--config` file. One their preset set is named with the
+    preset, and to be passed back to BASE's, since there is no flag of
+    theirs to drop.
     """
+    given = {key: None for key in keys} if given is None else given
     by_preset = [key for key in keys if config[key] != BASE[key]
-                 and given is not None and key not in given
-                 and key in PRESETS[config["preset"]]]
-    if not by_preset:  # every value is the user's own
-        fix = "drop " + " and ".join(f"--{key}" for key in keys)
-        return f"{rule}; {fix}" + (f" {alternative}" if alternative else "")
+                 and key not in given and key in PRESETS[config["preset"]]]
     passed = [key for key in keys if key not in by_preset and config[key] != BASE[key]]
-    sets = " and ".join(f"--{key} {config[key]}" for key in by_preset)
-    fixes = [f"pass --{key} {BASE[key]}" for key in by_preset]
-    fixes += [f"drop --{key}" for key in passed]
-    return (f"--preset {config['preset']} sets {sets}; {rule}; {', '.join(fixes)}"
+    if not by_preset and not passed:
+        passed = list(keys)
+    flags = [f"--{key}" for key in passed if not given.get(key)]
+    fixes = ([f"pass --{key} {BASE[key]}" for key in by_preset]
+             + ([f"drop {' and '.join(flags)}"] if flags else [])
+             + [f"drop the line {key}: from {given[key]}" for key in passed if given.get(key)])
+    head = (f"--preset {config['preset']} sets "
+            + " and ".join(f"--{key} {config[key]}" for key in by_preset) + "; "
+            if by_preset else "")
+    return (f"{head}{rule}; {(', ' if by_preset else ' and ').join(fixes)}"
             + (f" {alternative}" if alternative else ""))

@@ -45,6 +45,9 @@ def test_help_ends_each_flag_with_its_default():
     (["--strategy", "multi_worker", "--overwrite"],
      "--overwrite cannot be used with --strategy multi_worker"),
     (["--model", "tutorial", "--image_size", "48"],
+     "the tutorial model has a fixed width and no dropout; drop --width_multiplier or "
+     "choose an r2plus1d --model"),
+    (["--model", "tutorial", "--image_size", "48", "--dropout", "0.2"],
      "the tutorial model has a fixed width and no dropout; drop --width_multiplier and "
      "--dropout or choose an r2plus1d --model"),
     (["--bn_epsilon", "0"], "--bn_epsilon must be positive"),
@@ -77,13 +80,37 @@ def test_bad_requests_are_refused_before_any_work(args, fragment):
      "network's width; pass --width_multiplier 1.0"),
     # Every value the user's own: the flags to drop, as always.
     (["--preset", "demo", "--model", "tutorial", "--width_multiplier", "0.5"],
-     "the tutorial model has a fixed width and no dropout; drop --width_multiplier and "
-     "--dropout or choose an r2plus1d --model"),
+     "the tutorial model has a fixed width and no dropout; drop --width_multiplier or "
+     "choose an r2plus1d --model"),
 ])
 def test_a_value_a_preset_set_is_named_with_the_preset(args, message):
     with pytest.raises(TrainError) as raised:
         resolve_config(["--records", "r", "--output_dir", "o", *args])
     assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("text, args, message", [
+    ("model: tutorial\nwidth_multiplier: 0.5\n", [],
+     "the tutorial model has a fixed width and no dropout; drop the line width_multiplier: "
+     "from {file} or choose an r2plus1d --model"),
+    ("model: tutorial\nwidth_multiplier: 0.5\n", ["--dropout", "0.2"],
+     "the tutorial model has a fixed width and no dropout; drop --dropout and drop the line "
+     "width_multiplier: from {file} or choose an r2plus1d --model"),
+    # A flag over the file's line: the flag is what to drop.
+    ("model: tutorial\nwidth_multiplier: 0.5\n", ["--width_multiplier", "0.75"],
+     "the tutorial model has a fixed width and no dropout; drop --width_multiplier or "
+     "choose an r2plus1d --model"),
+    ("preset: r2plus1d_18\nmodel: tutorial\nwidth_multiplier: 0.5\n", [],
+     "--preset r2plus1d_18 sets --dropout 0.5; the tutorial model has a fixed width and no "
+     "dropout; pass --dropout 0.0, drop the line width_multiplier: from {file} or choose "
+     "an r2plus1d --model"),
+])
+def test_a_value_a_config_file_gave_is_named_as_its_line(tmp_path, text, args, message):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(text)
+    with pytest.raises(TrainError) as raised:
+        resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path), *args])
+    assert str(raised.value) == message.format(file=path)
 
 
 def test_the_advice_works():
