@@ -11,6 +11,7 @@ TensorFlow): a command line is checked before TensorFlow loads.
 import argparse
 import dataclasses
 import shlex
+import sys
 
 from model import PRECISIONS, STRATEGIES
 from model.network import MODEL_NAMES
@@ -272,12 +273,31 @@ def resolve_command_line(argv, description=None):
     from_file = (config_file.read_settings(path, parser, nullable=[
         key for key, value in BASE.items() if value is None]) if path else {})
     preset = given.get("preset", from_file.get("preset", BASE["preset"]))
+    if "preset" in given and from_file:
+        _note_preset_under_file(preset, from_file, given, path)
     config = {**BASE, **PRESETS[preset], **from_file, **given}
     config["overwrite"] = bool(config.get("overwrite"))
     config["allow_cpu"] = bool(config["allow_cpu"])
     check_config(config, given={**{key: path for key in from_file},
                                 **{key: None for key in given}})  # a flag wins
     return CommandLine(config, print_config)
+
+
+def _note_preset_under_file(preset, from_file, given, path):
+    """Says which of a `--preset` flag's settings the `--config` file's own lines replace.
+
+    The order of precedence (flags, file, preset) means a preset named on the
+    command line sets only what the file leaves out: a run's `config.json`
+    leaves out nothing.
+    """
+    hidden = [key for key, value in PRESETS[preset].items()
+              if key in from_file and key not in given and from_file[key] != value]
+    if hidden:
+        shown = ", ".join(f"{key} {from_file[key]}" for key in hidden[:4])
+        more = f" and {len(hidden) - 4} more" if len(hidden) > 4 else ""
+        print(f"train: note: --preset {preset} sets only what {path} leaves out; the file's "
+              f"own values win for {shown}{more} (pass those as flags to change them)",
+              file=sys.stderr, flush=True)
 
 
 def format_settings(config, argv=()):

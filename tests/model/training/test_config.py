@@ -9,7 +9,8 @@ import yaml
 
 from conftest import REPO, assert_one_line_error, in_fresh_python
 from model.training import config as config_lib
-from model.training.config import BASE, PRESETS, TrainError, build_parser, resolve_config
+from model.training.config import (BASE, PRESETS, TrainError, build_parser, format_settings,
+                                   resolve_config)
 from preprocess.errors import UserError
 from preprocess.manifest import MIN_CROP_SCALE
 
@@ -111,6 +112,26 @@ def test_a_value_a_config_file_gave_is_named_as_its_line(tmp_path, text, args, m
     with pytest.raises(TrainError) as raised:
         resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path), *args])
     assert str(raised.value) == message.format(file=path)
+
+
+def test_a_preset_flag_under_a_file_says_which_settings_the_file_keeps(tmp_path, capsys):
+    path = tmp_path / "demo.yaml"
+    path.write_text(format_settings(resolve_config(["--preset", "demo", "--records", "r",
+                                                    "--output_dir", "o"])))
+    config = resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path),
+                             "--preset", "r2plus1d_18", "--epochs", "2"])
+    assert (config["preset"], config["model"], config["epochs"]) == ("r2plus1d_18",
+                                                                     "r2plus1d_10", 2)
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith(
+        f"train: note: --preset r2plus1d_18 sets only what {path} leaves out; the file's "
+        "own values win for model r2plus1d_10, "), notes
+    assert "epochs" not in notes[0]  # a flag's value is the flag's
+    # A file that leaves the preset's settings to it: nothing to say.
+    path.write_text("seed: 3\nprecise_bn_batches: 10\n")
+    resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path),
+                    "--preset", "r2plus1d_18"])
+    assert capsys.readouterr().err == ""
 
 
 def test_the_advice_works():
