@@ -97,7 +97,7 @@ def training_batches(plan, batch_size, input_shard=None, for_statistics=False,
         ranged=False if service else None)
     if service:  # the trainers of a run share one job: each batch goes to one of them
         dataset = data_service.distribute(dataset, service, data_service.job_name(
-            config, batch_size, plan.done))
+            config, batch_size, plan.done, plan.cluster))
     dataset = dataset.map(lambda clips, labels: (clips, tf.one_hot(labels, plan.num_classes)))
     return arrivals.probe(dataset) if arrivals else dataset
 

@@ -15,6 +15,8 @@ distributed.
 """
 
 import hashlib
+import json
+import os
 import socket
 import sys
 import time
@@ -83,18 +85,27 @@ def wait_for_dispatcher(address, seconds, flag="--data_service",
         time.sleep(min(CONNECT_RETRY_SECONDS, left))
 
 
-def job_name(config, per_replica_batch, resume_epoch):
-    """The service job a run's trainers share: one per run folder, batch and launch.
+def job_name(config, per_replica_batch, resume_epoch, cluster=None):
+    """The service job a run's trainers share: one per run, batch and launch.
 
-    Every trainer of a `--strategy multi_worker` run runs the same command, so
-    they name the same job and share its batches (each batch goes to one
-    trainer). A relaunch that resumes from a later epoch starts a new job, as
-    Model Garden names a new job after a preemption, instead of draining the
-    old one's buffers; the batch size is in the name because a job's batches
-    are already cut.
+    Every trainer of a `--strategy multi_worker` run runs the same command in
+    the same cluster, so they name the same job and share its batches (each
+    batch goes to one trainer). Any other run names its own, even with the
+    same `--output_dir` typed on another machine or from another folder: the
+    name holds the run's settings and its trainers (the cluster's addresses,
+    or this host and the folder's absolute path). A relaunch that resumes from
+    a later epoch starts a new job, as Model Garden names a new job after a
+    preemption, instead of draining the old one's buffers; the batch size is
+    in the name because a job's batches are already cut.
     """
-    run = hashlib.sha256(config["output_dir"].rstrip("/").encode()).hexdigest()[:12]
-    return f"twoplusone-{run}-batch{per_replica_batch}-from{resume_epoch}"
+    from model.training.run_dir import NOT_IDENTITY
+    trainers = (sorted(cluster.addresses.values()) if cluster
+                else [socket.gethostname(), os.path.abspath(config["output_dir"])])
+    settings = {key: value for key, value in config.items() if key not in NOT_IDENTITY}
+    run = json.dumps([config["output_dir"].rstrip("/"), trainers, settings], sort_keys=True,
+                     default=str)
+    digest = hashlib.sha256(run.encode()).hexdigest()[:12]
+    return f"twoplusone-{digest}-batch{per_replica_batch}-from{resume_epoch}"
 
 
 def distribute(dataset, address, job):

@@ -19,6 +19,7 @@ import pytest
 
 from conftest import REPO, assert_one_line_error, two_class_records
 from model.training import data_service
+from model.training.cluster import Cluster
 from model.training.config import TrainError, resolve_config
 
 # A tiny R(2+1)D on two motion classes, as the trainer's own tests run it.
@@ -209,12 +210,36 @@ def test_the_command_line_is_checked(tmp_path):
         resolve_config([*base, "--data_service", "grpc://d:1", "--data_service_timeout", "0"])
 
 
-def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own():
-    run = {"output_dir": "/mnt/runs/k400"}
-    assert data_service.job_name(run, 8, 0) == data_service.job_name(
-        {"output_dir": "/mnt/runs/k400/"}, 8, 0)
-    assert len({data_service.job_name(run, 8, 0), data_service.job_name(run, 8, 3),
-                data_service.job_name(run, 4, 0),
-                data_service.job_name({"output_dir": "/mnt/runs/other"}, 8, 0)}) == 4
+def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeypatch):
+    run = {"output_dir": "/mnt/runs/k400", "records": "gs://b/k400", "epochs": 30,
+           "data_service_timeout": 30}
+    cluster = {"worker": ["a:2222", "b:2222"]}
+    trainers = [Cluster({"TF_CONFIG": json.dumps({"cluster": cluster,
+                                                   "task": {"type": "worker", "index": i}})})
+                for i in (0, 1)]
+    name = data_service.job_name(run, 8, 0, trainers[0])
+    # Both trainers of the run, and what does not change what they compute, name one job.
+    assert name == data_service.job_name(dict(run, data_service_timeout=60), 8, 0, trainers[1])
+    assert name == data_service.job_name(dict(run, output_dir="/mnt/runs/k400/"), 8, 0,
+                                         trainers[1])
+    # A relaunch from a later epoch, another batch, other settings, other records, another
+    # folder, another cluster: each its own.
+    others = {data_service.job_name(run, 8, 3, trainers[0]),
+              data_service.job_name(run, 4, 0, trainers[0]),
+              data_service.job_name(dict(run, epochs=10), 8, 0, trainers[0]),
+              data_service.job_name(dict(run, records="gs://b/ucf"), 8, 0, trainers[0]),
+              data_service.job_name(dict(run, output_dir="/mnt/runs/x"), 8, 0, trainers[0]),
+              data_service.job_name(run, 8, 0, Cluster({"TF_CONFIG": json.dumps({
+                  "cluster": {"worker": ["c:2222", "d:2222"]},
+                  "task": {"type": "worker", "index": 0}})}))}
+    assert len(others | {name}) == 7
+    # One machine: the same relative --output_dir from two folders, or on two hosts.
+    relative = dict(run, output_dir="runs/k400")
+    here, absolute = data_service.job_name(relative, 8, 0), data_service.job_name(run, 8, 0)
+    assert absolute == data_service.job_name(run, 8, 0)  # stable within a launch
+    monkeypatch.chdir("/tmp")
+    assert data_service.job_name(relative, 8, 0) != here
+    monkeypatch.setattr(data_service.socket, "gethostname", lambda: "another-host")
+    assert data_service.job_name(run, 8, 0) != absolute
     assert data_service.parse_address("grpc://10.0.0.2:5050") == ("10.0.0.2", 5050)
     assert data_service.parse_address("host:5050") == ("host", 5050)
