@@ -88,19 +88,29 @@ def unknown_flag_message(unknown, known, hint, *, explanation=None, example=None
 _NO_ROOM = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)}
 # TensorFlow's own writers (events, SavedModel variables) say it as "PATH; REASON".
 _NO_ROOM_IN_TF = re.compile(r"(\S+); (" + "|".join(_NO_ROOM.values()) + ")")
+_ERRNO_IN_TEXT = re.compile(r"OSError: \[Errno (\d+)\]")
 
 
 def out_of_room(error):
     """`(path, reason)` if `error` is a write refused for want of room, else None.
 
-    Reads Python's `OSError` by its errno and TensorFlow's `OpError` by its
-    message, without importing TensorFlow; `path` is None when the error
-    does not name the file.
+    Reads Python's `OSError` by its errno, TensorFlow's `OpError` by its
+    message (without importing TensorFlow), a Beam runner's re-raised error
+    by its text, and the errors each was raised from; `path` is None when
+    the error does not name the file.
     """
-    if isinstance(error, OSError) and error.errno in _NO_ROOM:
-        return error.filename, os.strerror(error.errno)
-    found = _NO_ROOM_IN_TF.search(str(getattr(error, "message", "")))
-    return (found.group(1), found.group(2)) if found else None
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _NO_ROOM:
+            return error.filename, os.strerror(error.errno)
+        found = _NO_ROOM_IN_TF.search(str(getattr(error, "message", "")))
+        if found:
+            return found.group(1), found.group(2)
+        # Beam's runners re-raise a worker's error as text: "OSError: [Errno 27] ...".
+        errno_in_text = _ERRNO_IN_TEXT.search(str(error))
+        if errno_in_text and int(errno_in_text.group(1)) in _NO_ROOM:
+            return None, os.strerror(int(errno_in_text.group(1)))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def no_room(path, reason):

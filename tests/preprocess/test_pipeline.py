@@ -3,6 +3,7 @@ over every layout, and the command line's one-line refusals."""
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -236,6 +237,28 @@ def test_one_command_writes_the_same_bytes_whatever_the_bundles(synthetic_dir, t
     assert other_seed.keys() == threads.keys() and other_seed != threads
     ids = [v["video_id"] for v in read_split(tmp_path / "threads", "all")]
     assert ids != sorted(ids)  # a shuffled order, not the ids'
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_the_same_command_then_writes_every_video(synthetic_dir,
+                                                                             tmp_path):
+    out = tmp_path / "records"
+    args = ["-m", "preprocess", "--source", str(synthetic_dir), "--output_dir", str(out),
+            "--image_size", "32"]
+
+    def fill_the_disk_at_100_kb():  # as `ulimit -f 100`; Python takes SIGXFSZ as EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    full = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, preexec_fn=fill_the_disk_at_100_kb)
+    assert full.returncode == 2
+    assert_one_line_error(full, f"could not write {out}", "File too large",
+                          "run the same command again")
+    again = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert len(read_split(out, "all")) == 48
+    assert sorted(os.listdir(out)) == [".lock", "all", "failures.jsonl", "manifest.json"]
 
 
 def test_a_second_job_on_one_output_dir_stops_at_once(synthetic_dir, tmp_path):
