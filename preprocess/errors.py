@@ -4,7 +4,9 @@ Every entry point (`python -m preprocess`, `train.py`, `scripts/predict.py`,
 `scripts/evaluate.py`) runs its work through `run_command`, which prints a
 `UserError` alone as one `error:` line; anything else is a bug and keeps its
 traceback. Their command lines are read by `ArgumentParser`, whose misuse is
-such an error too.
+such an error too. `out_of_room` knows a write refused for want of room (a
+full disk, a file-size limit, a quota) however it was raised, so that each
+entry point can say that too in one line.
 """
 
 import argparse
@@ -86,8 +88,10 @@ def unknown_flag_message(unknown, known, hint, *, explanation=None, example=None
 
 # A write refused for want of room: a full disk, a file-size limit, a quota.
 _NO_ROOM = {code: os.strerror(code) for code in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)}
-# TensorFlow's own writers (events, SavedModel variables) say it as "PATH; REASON".
-_NO_ROOM_IN_TF = re.compile(r"(\S+); (" + "|".join(_NO_ROOM.values()) + ")")
+# TensorFlow's own writers (events, SavedModel variables) say it as "PATH; REASON",
+# after the op's "{{function_node ...}} " prefix, if any; a path may hold spaces.
+_NO_ROOM_IN_TF = re.compile(
+    r"(?:^(?!\{\{)|\}\} )([^\n]+?); (" + "|".join(_NO_ROOM.values()) + ")", re.MULTILINE)
 _ERRNO_IN_TEXT = re.compile(r"OSError: \[Errno (\d+)\]")
 
 

@@ -73,7 +73,8 @@ def timed(datasets, seconds, rounds, warmup):
 
 
 def main(argv=None):
-    args = timing_parser(__doc__, num_frames=16, frame_step=2, image_size=112).parse_args(argv)
+    args = timing_parser("benchmark_data_service.py", __doc__, num_frames=16, frame_step=2,
+                         image_size=112).parse_args(argv)
 
     spec = reader.ClipSpec(num_frames=args.num_frames, frame_step=args.frame_step,
                            image_size=args.image_size, training=True, crop_scale=None,

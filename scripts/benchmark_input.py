@@ -269,12 +269,12 @@ def source_paths(manifest, split, records_dir):
     return paths, labels
 
 
-def timing_parser(doc, *, num_frames, frame_step, image_size):
+def timing_parser(script, doc, *, num_frames, frame_step, image_size):
     """The flags every input benchmark takes: the records, the clips, and the timings.
 
     A misuse is one `error:` line (`preprocess.errors.ArgumentParser`).
     """
-    parser = errors.ArgumentParser(prog=f"python scripts/{os.path.basename(sys.argv[0])}",
+    parser = errors.ArgumentParser(prog=f"python scripts/{script}",
                                    description=doc.split("\n\n")[0])
     add = parser.add_argument
     add("--records", required=True)
@@ -293,7 +293,8 @@ def timing_parser(doc, *, num_frames, frame_step, image_size):
 
 
 def main(argv=None):
-    parser = timing_parser(__doc__, num_frames=10, frame_step=15, image_size=224)
+    parser = timing_parser("benchmark_input.py", __doc__, num_frames=10, frame_step=15,
+                           image_size=224)
     parser.add_argument("--crop", choices=("random", "resized"), default="random",
                         help="the reader's training crops (default: plain random)")
     parser.add_argument("--cpu_flip", action="store_true",

@@ -24,6 +24,11 @@ from preprocess import layouts, schema, shards, video
 CREATED = "2000-01-01T00:00:00+00:00"
 
 
+# A corrupt video's bytes. Fixed, not random: some random bytes open as an H.263 stream
+# of zero frames, which changes the error a test expects.
+NOT_A_VIDEO = b"this is not a video\n" * 2500
+
+
 def write_records(folder, videos, *, classes=None, num_shards=1, source="test videos",
                   layout="ucf101", split_spec=None, resize="short_side", image_size=None,
                   jpeg_quality=90, fps=None, max_frames=1800, options=None, index=True):

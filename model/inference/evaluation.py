@@ -7,11 +7,11 @@ clips (and crops), the usual multi-clip protocol of video classification.
 import collections
 import csv
 import json
-import os
 
 import numpy as np
 
 from model import TOP_K_ACCURACY, VAL_ACCURACY, top_k
+from model.training.run_dir import write_text, write_whole
 
 
 def predict_videos(model, dataset, strategy=None):
@@ -96,10 +96,7 @@ def write_report(metrics_path, confusion_path, split, report, confusion, class_n
     plot_confusion_matrix(confusion, class_names, confusion_path,
                           title=f"{split}: video accuracy {report['accuracy']:.1%}")
     metrics = {split: report, **facts}
-    partial = metrics_path + ".partial"
-    with open(partial, "w") as handle:
-        json.dump(metrics, handle, indent=2)
-    os.replace(partial, metrics_path)
+    write_text(metrics_path, json.dumps(metrics, indent=2))  # whole: it marks a run complete
     return metrics
 
 
@@ -208,7 +205,7 @@ def plot_learning_curves(history_csv, path):
         axis.legend()
     figure.suptitle("Learning curves")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_whole(path, lambda partial: figure.savefig(partial, dpi=100))
     plt.close(figure)
 
 
@@ -235,5 +232,5 @@ def plot_confusion_matrix(confusion, class_names, path, title="Confusion matrix"
                           fontsize=8)
     axis.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    write_whole(path, lambda partial: figure.savefig(partial, dpi=100))
     plt.close(figure)

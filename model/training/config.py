@@ -273,13 +273,13 @@ def resolve_command_line(argv, description=None):
     from_file = (config_file.read_settings(path, parser, nullable=[
         key for key, value in BASE.items() if value is None]) if path else {})
     preset = given.get("preset", from_file.get("preset", BASE["preset"]))
-    if "preset" in given and from_file:
-        _note_preset_under_file(preset, from_file, given, path)
     config = {**BASE, **PRESETS[preset], **from_file, **given}
     config["overwrite"] = bool(config.get("overwrite"))
     config["allow_cpu"] = bool(config["allow_cpu"])
     check_config(config, given={**{key: path for key in from_file},
                                 **{key: None for key in given}})  # a flag wins
+    if "preset" in given and from_file:  # once the command is accepted: an error comes alone
+        _note_preset_under_file(preset, from_file, given, path)
     return CommandLine(config, print_config)
 
 
@@ -394,7 +394,8 @@ def _refused(config, given, keys, rule, alternative=None):
     A value the user passed is to be dropped: a flag from the command line,
     a line from the `--config` file. One their preset set is named with the
     preset, and to be passed back to BASE's, since there is no flag of
-    theirs to drop.
+    theirs to drop; so is one the user passed over a preset that sets it too,
+    which dropping would bring back.
     """
     given = {key: None for key in keys} if given is None else given
     by_preset = [key for key in keys if config[key] != BASE[key]
@@ -402,10 +403,16 @@ def _refused(config, given, keys, rule, alternative=None):
     passed = [key for key in keys if key not in by_preset and config[key] != BASE[key]]
     if not by_preset and not passed:
         passed = list(keys)
-    flags = [f"--{key}" for key in passed if not given.get(key)]
+    # What the user gave over a preset that sets it too is to be set back, not dropped.
+    resets = [key for key in passed
+              if PRESETS[config["preset"]].get(key, BASE[key]) != BASE[key]]
+    flags = [f"--{key}" for key in passed if key not in resets and not given.get(key)]
     fixes = ([f"pass --{key} {BASE[key]}" for key in by_preset]
+             + [f"set {key}: {BASE[key]} in {given[key]}" if given.get(key)
+                else f"pass --{key} {BASE[key]}" for key in resets]
              + ([f"drop {' and '.join(flags)}"] if flags else [])
-             + [f"drop the line {key}: from {given[key]}" for key in passed if given.get(key)])
+             + [f"drop the line {key}: from {given[key]}" for key in passed
+                if key not in resets and given.get(key)])
     head = (f"--preset {config['preset']} sets "
             + " and ".join(f"--{key} {config[key]}" for key in by_preset) + "; "
             if by_preset else "")

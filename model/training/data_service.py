@@ -98,12 +98,11 @@ def job_name(config, per_replica_batch, resume_epoch, cluster=None):
     preemption, instead of draining the old one's buffers; the batch size is
     in the name because a job's batches are already cut.
     """
-    from model.training.run_dir import NOT_IDENTITY
+    from model.training.run_dir import computing_options
     trainers = (sorted(cluster.addresses.values()) if cluster
                 else [socket.gethostname(), os.path.abspath(config["output_dir"])])
-    settings = {key: value for key, value in config.items() if key not in NOT_IDENTITY}
-    run = json.dumps([config["output_dir"].rstrip("/"), trainers, settings], sort_keys=True,
-                     default=str)
+    run = json.dumps([config["output_dir"].rstrip("/"), trainers, computing_options(config)],
+                     sort_keys=True, default=str)
     digest = hashlib.sha256(run.encode()).hexdigest()[:12]
     return f"twoplusone-{digest}-batch{per_replica_batch}-from{resume_epoch}"
 

@@ -8,7 +8,6 @@ runs with. `fit_one_machine` and `fit_across_workers` (which drives
 evaluation. Importing this module is light: TensorFlow loads when a fit starts.
 """
 
-import contextlib
 import dataclasses
 import sys
 import time
@@ -106,9 +105,9 @@ def fit_one_machine(network, strategy, plan, datasets):
                                strategy=strategy)
     # First: its step times leave out the other callbacks' work, and the later
     # ones (history.csv, TensorBoard, the epoch line) record its share.
-    wait = InputWait(datasets.arrivals, data_service=plan.config["data_service"])
     started = time.time()
-    with contextlib.closing(wait):  # its stall watch ends however the fit does
+    # Its stall watch runs from before the fit, which takes a batch to build the model.
+    with InputWait(datasets.arrivals, data_service=plan.config["data_service"]) as wait:
         history = network.fit(datasets.training,
                               epochs=plan.config["epochs"], steps_per_epoch=plan.steps,
                               validation_data=datasets.validation,
@@ -150,6 +149,7 @@ def fit_across_workers(network, strategy, plan, datasets):
                      batches_per_step=strategy.num_replicas_in_sync // cluster.num_workers,
                      data_service=config["data_service"])
     started = time.time()
+    wait.start()  # its stall watch, from before the first batch
     try:
         with multi_worker.worker_folder(plan.folder, cluster) as own:
             callbacks = keras.callbacks.CallbackList(

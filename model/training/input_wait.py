@@ -7,10 +7,10 @@ when each step begins and ends. A step that began before its batch existed
 waited for it: the epoch's share is the sum of those waits over the time its
 steps took, in the epoch's logs (`history.csv`, TensorBoard, the epoch line)
 and in `metrics.json`; `input_bound_advice` turns a high mean into one line of
-advice. A step whose batch does not come for `STALL_SECONDS` (a tf.data
-service whose workers are all gone, records on a file system that stopped
-answering) is said at once, and again as the wait doubles: the trainer never
-waits in silence.
+advice. While a fit runs, a step whose batch does not come for
+`STALL_SECONDS` (a tf.data service whose workers are all gone, records on a
+file system that stopped answering) is said at once, and again as the wait
+doubles; the first step, which also builds and compiles, gets twice as long.
 """
 
 import math
@@ -115,11 +115,20 @@ class InputWait(keras.callbacks.Callback):
     (under a millisecond) counts as waiting: nothing beside real steps of
     tenths of a second.
 
+    Used as a context manager around the fit, it watches for stalls from
+    the fit's start, which under a strategy first takes a batch to build the
+    model, until its end, however it ends.
+
     Args:
         arrivals: the `Arrivals` whose probe ends the training dataset.
         batches_per_step: batches of that pipeline each step takes (one per
             local replica across machines, one global batch with `fit`).
             Defaults to 1.
+        data_service: the `--data_service` address the batches come from,
+            named in what a stall says. Defaults to None: the local reader.
+        stall_seconds: how long a step waits before it is said;
+            None watches nothing. Defaults to `STALL_SECONDS`.
+        report: what says it. Defaults to printing a line.
     """
 
     def __init__(self, arrivals, batches_per_step=1, *, data_service=None,
@@ -136,16 +145,22 @@ class InputWait(keras.callbacks.Callback):
         self._stop = threading.Event()
         self._watch = None
 
-    def on_train_begin(self, logs=None):
-        self._steps = 0
-        if self._watch is None:  # the stall watch: a thread, as TensorFlow waits outside Python
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def start(self):
+        """Starts the stall watch, the fit's first batch awaited from now."""
+        if self._watch is None and self.stall_seconds is not None:
+            # A thread: TensorFlow waits for a batch outside Python, holding no lock.
+            self._waiting = (0, time.perf_counter())
             self._stop.clear()
             self._watch = threading.Thread(target=self._watch_for_stalls, daemon=True,
                                            name="input-stall-watch")
             self._watch.start()
-
-    def on_train_end(self, logs=None):
-        self.close()
 
     def close(self):
         """Ends the stall watch; a fit that raised does not reach `on_train_end`."""
@@ -153,6 +168,13 @@ class InputWait(keras.callbacks.Callback):
         if self._watch is not None:
             self._watch.join()
             self._watch = None
+
+    def on_train_begin(self, logs=None):
+        self._steps = 0
+        self.start()
+
+    def on_train_end(self, logs=None):
+        self.close()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._begins, self._end = [], None
@@ -169,12 +191,13 @@ class InputWait(keras.callbacks.Callback):
         said = None  # the step last reported, and how long it had waited
         while not self._stop.wait(min(1.0, self.stall_seconds / 4)):
             waiting = self._waiting
-            if waiting is None or waiting[0] == 0:  # the fit's first step also compiles
+            if waiting is None:
                 continue
             step, began = waiting
             waited = time.perf_counter() - began
             arrived = self.arrivals.at((step + 1) * self.batches_per_step - 1)
-            due = self.stall_seconds if said is None or said[0] != step else 2 * said[1]
+            first = (2 if step == 0 else 1) * self.stall_seconds  # step 0 also compiles
+            due = first if said is None or said[0] != step else 2 * said[1]
             if arrived is None and waited >= due:
                 self.report(stall_line(step, waited, self.data_service))
                 said = (step, waited)
@@ -216,7 +239,9 @@ def input_bound_advice(facts_, data_service=None):
 
 def stall_line(step, seconds, data_service=None):
     """What to say of a step that has waited `seconds` for its batch."""
-    head = f"train: step {step + 1} of this launch has waited {seconds:.0f} s for its batch"
+    head = (f"train: step {step + 1} of this launch has waited {seconds:.0f} s for its batch"
+            if step else f"train: the first step of this launch has waited {seconds:.0f} s "
+                         "for its batch (and to build and compile)")
     if data_service:
         return (f"{head} from the tf.data service at {data_service}; are its workers "
                 "running? Start one with python -m model.training.data_service worker "

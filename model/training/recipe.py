@@ -54,9 +54,9 @@ def _renamed_into_place(finals):
             os.replace(partial_path(final), final)
 
 
-# Files a save failed to write in this process. HDF5 keeps them open and
-# flushes them again as the process exits, which fails the same way and
-# crashes it; a command ends at once after one (train.exit_process).
+# Files this process failed to write for want of room. HDF5 keeps such a file
+# open and flushes it again as the process exits, which fails the same way and
+# crashes it; so a command ends at once after any of them (train.exit_process).
 FAILED_SAVES = []
 
 

@@ -41,7 +41,7 @@ class RunDirError(UserError):
 
 def partial_path(path):
     """Where `path` is written before it is renamed into place; Keras wants its suffix kept."""
-    for suffix in (".weights.h5", ".keras", ".json", ".csv"):
+    for suffix in (".weights.h5", ".keras", ".json", ".csv", ".png"):
         if path.endswith(suffix):
             return path[:-len(suffix)] + ".partial" + suffix
     return path + ".partial"
@@ -57,23 +57,32 @@ def _remove(path):
 def write_whole(path, write):
     """Calls `write(partial_path(path))`, then renames that over `path`.
 
-    A kill or a full disk mid-write leaves the previous file whole and no
-    partial one, so nothing cut short is ever read back. `path` may be a
-    folder (a SavedModel): the old one is removed just before the rename.
+    A full disk or an error mid-write leaves the previous file whole and no
+    partial one; a kill may leave a partial one, which no reader opens and
+    the next write removes. `path` may be a folder (a SavedModel), which is
+    not renamed over another: the old one is moved aside, the new one moved
+    in, and only then the old one removed; a kill in between leaves the old
+    one aside, and the next write puts it back before it starts.
     """
-    partial = partial_path(path)
+    partial, previous = partial_path(path), path + ".previous"
+    if os.path.exists(previous) and not os.path.exists(path):
+        os.replace(previous, path)  # a kill between the two moves of a folder
     _remove(partial)
+    _remove(previous)
     try:
         write(partial)
+        if os.path.isdir(partial) and os.path.isdir(path):
+            os.replace(path, previous)
+        os.replace(partial, path)
     except BaseException as error:
         _remove(partial)
+        if os.path.exists(previous) and not os.path.exists(path):
+            os.replace(previous, path)
         room = out_of_room(error)
         if room:  # named as the file it was to be, not its partial or a file within
             raise no_room(path, room[1]) from error
         raise
-    if os.path.isdir(partial) and os.path.isdir(path):
-        shutil.rmtree(path)  # a folder is not renamed over another
-    os.replace(partial, path)
+    _remove(previous)
 
 
 def write_text(path, text):
@@ -217,8 +226,12 @@ class RunDir:
 
 def identity(config, records_dir):
     """What makes two runs the same run: the computing options and the records."""
-    return {**{k: v for k, v in config.items() if k not in NOT_IDENTITY},
-            "records_fingerprint": fingerprint(records_dir)}
+    return {**computing_options(config), "records_fingerprint": fingerprint(records_dir)}
+
+
+def computing_options(config):
+    """The options that change what a run computes (all but `NOT_IDENTITY`)."""
+    return {key: value for key, value in config.items() if key not in NOT_IDENTITY}
 
 
 def fingerprint(records_dir):

@@ -91,10 +91,13 @@ def test_run_command_keeps_the_traceback_of_a_bug():
 
 
 class _OpError(Exception):
-    """TensorFlow's errors carry a `message`; this one reads like its SaveV2's."""
+    """TensorFlow's errors carry a `message`; by default this one reads like its SaveV2's."""
 
-    message = ("{{function_node __wrapped__SaveV2}} /runs/a/saved_model.partial/variables/"
-               "variables_temp/part-00000; File too large [Op:SaveV2]")
+    def __init__(self, message=("{{function_node __wrapped__SaveV2}} /runs/a/saved_model."
+                                "partial/variables/variables_temp/part-00000; File too large "
+                                "[Op:SaveV2]")):
+        super().__init__(message)
+        self.message = message
 
 
 @pytest.mark.parametrize("error, room", [
@@ -104,6 +107,9 @@ class _OpError(Exception):
     (OSError(errno.EDQUOT, "Disk quota exceeded"), (None, "Disk quota exceeded")),
     (_OpError(), ("/runs/a/saved_model.partial/variables/variables_temp/part-00000",
                   "File too large")),
+    (_OpError("/runs/my run/logs/train/events.out; No space left on device\n\tFailed to "
+              "flush 11 events"),
+     ("/runs/my run/logs/train/events.out", "No space left on device")),
     (OSError(errno.EACCES, "Permission denied", "/runs/a"), None),
     (FileNotFoundError(errno.ENOENT, "No such file", "x"), None),
     (ValueError("File too large"), None),

@@ -10,7 +10,6 @@ import sys
 import zipfile
 
 import apache_beam as beam
-import numpy as np
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
@@ -20,7 +19,7 @@ from preprocess import pipeline, shards, tasks
 from preprocess.errors import PreprocessError
 from preprocess.layouts import ucf101_ref
 from preprocess.synthetic import MOTION_CLASSES
-from records import read_split, shard_files
+from records import NOT_A_VIDEO, read_split, shard_files
 
 FIXTURE_LISTS = str(REPO / "tests" / "fixtures" / "ucfTrainTestlist")
 IN_MEMORY = "--direct_running_mode=in_memory"
@@ -205,7 +204,7 @@ def test_bad_videos_are_recorded_and_good_ones_written_once(synthetic_dir, real_
     (source / "v_Shotput_g01_c01.avi").write_bytes(real[: len(real) // 2])  # truncated
     (source / "v_Shotput_g01_c02.avi").write_bytes(b"")  # zero bytes
     (source / "v_Grow_g03_c01.avi").write_text("this is a text file\n" * 50)
-    (source / "v_Shrink_g03_c01.avi").write_bytes(np.random.default_rng(0).bytes(50_000))  # corrupt, fixed bytes
+    (source / "v_Shrink_g03_c01.avi").write_bytes(NOT_A_VIDEO)  # corrupt
     out = tmp_path / "records"
     manifest = pipeline.run(["--source", str(source), "--output_dir", str(out), IN_MEMORY])
     info = manifest["splits"]["all"]

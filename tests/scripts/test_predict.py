@@ -13,13 +13,10 @@ import pytest
 from conftest import REAL_CLIPS, REPO, assert_one_line_error
 from model.inference import evaluation
 from preprocess import reader, synthetic
-from records import decode_video
+from records import NOT_A_VIDEO, decode_video
 from two_class_run import script, source_videos
 
 CLASSES = ["Grow", "SlideRight"]
-# Fixed bytes, not random ones: some random bytes open as an H.263 stream of zero frames,
-# which changes the error a test expects.
-NOT_A_VIDEO = b"this is not a video\n" * 250
 
 
 def _rows(text):

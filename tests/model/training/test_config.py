@@ -79,10 +79,15 @@ def test_bad_requests_are_refused_before_any_work(args, fragment):
     (["--preset", "demo", "--model", "r2plus1d_18", "--init_from", "kinetics400"],
      "--preset demo sets --width_multiplier 0.25; --init_from kinetics400 fixes the "
      "network's width; pass --width_multiplier 1.0"),
-    # Every value the user's own: the flags to drop, as always.
+    # The user's own value over the preset's: dropping it would bring back the preset's.
     (["--preset", "demo", "--model", "tutorial", "--width_multiplier", "0.5"],
-     "the tutorial model has a fixed width and no dropout; drop --width_multiplier or "
+     "the tutorial model has a fixed width and no dropout; pass --width_multiplier 1.0 or "
      "choose an r2plus1d --model"),
+    # Every value the user's own, over no preset's: the flags to drop, as always.
+    (["--preset", "demo", "--model", "tutorial", "--width_multiplier", "1.0", "--dropout",
+      "0.2"],
+     "the tutorial model has a fixed width and no dropout; drop --dropout or choose an "
+     "r2plus1d --model"),
 ])
 def test_a_value_a_preset_set_is_named_with_the_preset(args, message):
     with pytest.raises(TrainError) as raised:
@@ -101,6 +106,10 @@ def test_a_value_a_preset_set_is_named_with_the_preset(args, message):
     ("model: tutorial\nwidth_multiplier: 0.5\n", ["--width_multiplier", "0.75"],
      "the tutorial model has a fixed width and no dropout; drop --width_multiplier or "
      "choose an r2plus1d --model"),
+    # A value given over a preset that sets it too: dropping it would bring the preset's back.
+    ("preset: r2plus1d_18\nmodel: tutorial\ndropout: 0.3\n", ["--width_multiplier", "0.5"],
+     "the tutorial model has a fixed width and no dropout; set dropout: 0.0 in {file} and "
+     "drop --width_multiplier or choose an r2plus1d --model"),
     ("preset: r2plus1d_18\nmodel: tutorial\nwidth_multiplier: 0.5\n", [],
      "--preset r2plus1d_18 sets --dropout 0.5; the tutorial model has a fixed width and no "
      "dropout; pass --dropout 0.0, drop the line width_multiplier: from {file} or choose "
@@ -131,6 +140,12 @@ def test_a_preset_flag_under_a_file_says_which_settings_the_file_keeps(tmp_path,
     path.write_text("seed: 3\nprecise_bn_batches: 10\n")
     resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path),
                     "--preset", "r2plus1d_18"])
+    assert capsys.readouterr().err == ""
+    # A command refused: its error comes alone.
+    path.write_text("model: tutorial\nwidth_multiplier: 0.5\n")
+    with pytest.raises(TrainError):
+        resolve_config(["--records", "r", "--output_dir", "o", "--config", str(path),
+                        "--preset", "demo"])
     assert capsys.readouterr().err == ""
 
 

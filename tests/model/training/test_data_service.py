@@ -210,7 +210,8 @@ def test_the_command_line_is_checked(tmp_path):
         resolve_config([*base, "--data_service", "grpc://d:1", "--data_service_timeout", "0"])
 
 
-def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeypatch):
+def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeypatch,
+                                                                          tmp_path):
     run = {"output_dir": "/mnt/runs/k400", "records": "gs://b/k400", "epochs": 30,
            "data_service_timeout": 30}
     cluster = {"worker": ["a:2222", "b:2222"]}
@@ -237,7 +238,7 @@ def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeyp
     relative = dict(run, output_dir="runs/k400")
     here, absolute = data_service.job_name(relative, 8, 0), data_service.job_name(run, 8, 0)
     assert absolute == data_service.job_name(run, 8, 0)  # stable within a launch
-    monkeypatch.chdir("/tmp")
+    monkeypatch.chdir(tmp_path)
     assert data_service.job_name(relative, 8, 0) != here
     monkeypatch.setattr(data_service.socket, "gethostname", lambda: "another-host")
     assert data_service.job_name(run, 8, 0) != absolute

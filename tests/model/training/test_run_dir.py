@@ -122,3 +122,21 @@ def test_a_folder_is_replaced_whole(tmp_path):
     run_dir.write_whole(str(path), write)
     assert sorted(p.name for p in path.iterdir()) == ["saved_model.pb"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+
+    def fills_the_disk(partial):
+        write(partial)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = (path / "saved_model.pb").read_text()
+    with pytest.raises(OSError):
+        run_dir.write_whole(str(path), fills_the_disk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]  # the old one, whole
+    assert (path / "saved_model.pb").read_text() == before
+
+    # A kill between moving the old folder aside and the new one in: the next write
+    # finds the old one aside and puts it back, so that a failure then keeps it.
+    os.replace(path, str(path) + ".previous")
+    with pytest.raises(OSError):
+        run_dir.write_whole(str(path), fills_the_disk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["saved_model"]
+    assert (path / "saved_model.pb").read_text() == before
