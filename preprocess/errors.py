@@ -124,9 +124,21 @@ def no_room(path, reason):
 
 
 def run_command(main, argv=None):
-    """Calls `main(argv)`; a `UserError` becomes one `error:` line and exit status 2."""
+    """Calls `main(argv)`; a `UserError` becomes one `error:` line and exit status 2.
+
+    So does a write refused for want of room (`out_of_room`), which is not a
+    bug either; anything else keeps its traceback.
+    """
     try:
         return main(argv)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
+        return USAGE_STATUS
+    except Exception as error:
+        room = out_of_room(error)
+        if room is None:
+            raise
+        print(f"error: could not write {room[0] or 'its output'} ({room[1]}); free space "
+              "(or raise the file-size limit) and run the same command again",
+              file=sys.stderr)
         return USAGE_STATUS

@@ -82,6 +82,16 @@ def test_run_command_turns_a_user_error_into_one_line_and_status_2(capsys):
         "error: unknown argument --epoch; did you mean --epochs?"]
 
 
+def test_run_command_says_a_full_disk_in_one_line(capsys):
+    def main(argv):
+        raise OSError(errno.ENOSPC, "No space left on device", "/out/predictions.csv")
+
+    assert errors.run_command(main, []) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: could not write /out/predictions.csv (No space left on device); free space "
+        "(or raise the file-size limit) and run the same command again"]
+
+
 def test_run_command_keeps_the_traceback_of_a_bug():
     def main(argv):
         raise KeyError("a bug")
