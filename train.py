@@ -110,7 +110,7 @@ def run(config):
                                                        cluster and cluster.num_workers)
     folder = run_dir.RunDir(config["output_dir"])
     identity = run_dir.identity(config, config["records"])
-    if not config["overwrite"] and folder.is_complete(identity):
+    if not config["overwrite"] and folder.is_complete(identity, config["records"]):
         return report_complete(folder)  # read only: it takes no lock and changes nothing
     chief = cluster is None or cluster.is_chief
     # One writer per run folder: the chief, for as long as the run lasts; its
@@ -119,7 +119,7 @@ def run(config):
         if config["init_from"] and (config["overwrite"] or not folder.resume_epoch()):
             check_init_from(config)  # before --overwrite empties the folder
         if chief:
-            folder.prepare(identity, config["overwrite"])
+            folder.prepare(identity, config["overwrite"], config["records"])
         import_tensorflow()
         return train(config, cluster, manifest, folder, identity, val_split, test_split)
 

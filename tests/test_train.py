@@ -469,13 +469,22 @@ def _tree_digest(folder):
 
 
 @pytest.mark.slow
-def test_rerun_of_a_finished_run_changes_nothing(finished_run, records, capsys):
+def test_rerun_of_a_finished_run_changes_nothing(finished_run, records, capsys, tmp_path):
     before = _tree_digest(finished_run)
     mtimes = {path: path.stat().st_mtime_ns for path in finished_run.rglob("*")}
-    assert _train(records, finished_run, "--epochs", "15", "--steps_per_epoch", "12") == 0
-    out = capsys.readouterr().out
-    assert "is a finished run of this configuration; nothing to do" in out
-    assert f"metrics {finished_run / 'metrics.json'}" in out
+    # The records as the identical preprocessing command writes them again, elsewhere: the
+    # same shards, another time in the manifest, another path.
+    again = tmp_path / "again"
+    shutil.copytree(records, again)
+    manifest = json.loads((again / "manifest.json").read_text())
+    manifest.update(created="2031-01-01T00:00:00+00:00", seconds=manifest["seconds"] + 1)
+    (again / "manifest.json").write_text(json.dumps(manifest))
+    for records_dir in (records, again):
+        assert _train(records_dir, finished_run, "--epochs", "15", "--steps_per_epoch",
+                      "12") == 0
+        out = capsys.readouterr().out
+        assert "is a finished run of this configuration; nothing to do" in out
+        assert f"metrics {finished_run / 'metrics.json'}" in out
     assert _tree_digest(finished_run) == before
     assert {path: path.stat().st_mtime_ns for path in finished_run.rglob("*")} == mtimes
 

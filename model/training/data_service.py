@@ -101,8 +101,8 @@ def job_name(config, per_replica_batch, resume_epoch, cluster=None):
     from model.training.run_dir import computing_options
     trainers = (sorted(cluster.addresses.values()) if cluster
                 else [socket.gethostname(), os.path.abspath(config["output_dir"])])
-    run = json.dumps([config["output_dir"].rstrip("/"), trainers, computing_options(config)],
-                     sort_keys=True, default=str)
+    run = json.dumps([config["output_dir"].rstrip("/"), config["records"], trainers,
+                      computing_options(config)], sort_keys=True, default=str)
     digest = hashlib.sha256(run.encode()).hexdigest()[:12]
     return f"twoplusone-{digest}-batch{per_replica_batch}-from{resume_epoch}"
 

@@ -28,8 +28,10 @@ from preprocess.folder_lock import LOCK_NAME
 from preprocess.manifest import MANIFEST_NAME, read_bytes
 
 # Options that do not change what a run computes; a resume may differ in them.
+# The records are known by their fingerprint, not by the path typed to them:
+# records moved or named another way are the same records.
 NOT_IDENTITY = ("output_dir", "overwrite", "strategy", "collective_timeout", "allow_cpu",
-                "data_service", "data_service_timeout")
+                "data_service", "data_service_timeout", "records")
 # What inference needs of the manifest to turn a new video into frames the same way.
 MANIFEST_SUMMARY_KEYS = ("source", "split_spec", "geometry", "fps", "max_frames",
                          "encoding", "created", "schema_version")
@@ -118,15 +120,20 @@ class RunDir:
         self.saved_model = join("saved_model")
         self.classes = join("classes.json")
 
-    def is_complete(self, identity):
-        """Whether the folder holds a finished run of this identity (its metrics are last)."""
-        return (os.path.exists(self.metrics) and os.path.exists(self.config)
-                and self.read_config().get("identity") == identity)
+    def is_complete(self, identity, records_dir=None):
+        """Whether the folder holds a finished run of this identity (its metrics are last).
 
-    def prepare(self, identity, overwrite=False):
+        `records_dir`: the run's records, to match a run recorded before
+        (`same_run`).
+        """
+        return (os.path.exists(self.metrics) and os.path.exists(self.config)
+                and same_run(self.read_config().get("identity"), identity, records_dir))
+
+    def prepare(self, identity, overwrite=False, records_dir=None):
         """Makes the folder; refuses one that holds a run of another identity.
 
-        With `overwrite`, an existing folder is emptied first.
+        With `overwrite`, an existing folder is emptied first. `records_dir`:
+        as for `is_complete`.
         """
         if overwrite and os.path.isdir(self.path):
             for name in os.listdir(self.path):
@@ -139,9 +146,16 @@ class RunDir:
                     os.remove(path)
         elif os.path.exists(self.config):
             previous = self.read_config().get("identity") or {}
-            if previous != identity:
+            if not same_run(previous, identity, records_dir):
+                previous.pop("records", None)
                 changed = sorted(k for k in set(previous) | set(identity)
                                  if previous.get(k) != identity.get(k))
+                if changed == ["records_fingerprint"]:
+                    raise RunDirError(
+                        f"{self.path} holds a run of other records: --records names records "
+                        "of other videos or other preprocessing options than the run's "
+                        f"(its config.json says which); point --records at those, pass "
+                        "--overwrite to start over, or choose another --output_dir")
                 raise RunDirError(f"{self.path} holds a run of another configuration "
                                   f"({', '.join(changed)} differ); pass --overwrite to "
                                   "start over or choose another --output_dir")
@@ -234,10 +248,49 @@ def computing_options(config):
     return {key: value for key, value in config.items() if key not in NOT_IDENTITY}
 
 
+# What a manifest says of the job's run rather than of the records: the
+# identical command writes byte-identical shards at another time, from a path
+# typed another way, with or without --overwrite.
+RUN_ONLY = ("created", "seconds", "source")
+RUN_ONLY_OPTIONS = ("source", "output_dir", "overwrite")
+
+
 def fingerprint(records_dir):
-    """A short hash of the records' manifest, which names every shard and count."""
+    """A short hash of what the records' manifest says of them: every shard, count and option.
+
+    The same for the records the identical preprocessing command writes
+    again; other records, or records of other options, differ.
+    """
+    text = read_bytes(os.path.join(records_dir, MANIFEST_NAME))
+    try:
+        manifest = json.loads(text)
+    except (TypeError, ValueError):
+        return _whole_manifest_fingerprint(records_dir)
+    kept = {key: value for key, value in manifest.items() if key not in RUN_ONLY}
+    if isinstance(kept.get("options"), dict):
+        kept["options"] = {key: value for key, value in kept["options"].items()
+                           if key not in RUN_ONLY_OPTIONS}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _whole_manifest_fingerprint(records_dir):
+    # What runs recorded before `fingerprint` left out what is the job's own.
     return hashlib.sha256(read_bytes(os.path.join(records_dir, MANIFEST_NAME)) or b""
                           ).hexdigest()[:16]
+
+
+def same_run(previous, identity, records_dir=None):
+    """Whether a run folder's recorded identity is `identity`.
+
+    A run recorded before the records were known by their fingerprint alone
+    also holds their path, which is left out; given `records_dir`, one
+    recorded with the fingerprint of before (the whole manifest's) is
+    matched as it was recorded.
+    """
+    previous = {key: value for key, value in (previous or {}).items() if key != "records"}
+    return previous == identity or (
+        records_dir is not None and previous == dict(
+            identity, records_fingerprint=_whole_manifest_fingerprint(records_dir)))
 
 
 def manifest_summary(manifest):

@@ -2,8 +2,10 @@
 and architecture read back."""
 
 import errno
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import keras
@@ -35,6 +37,52 @@ def test_identity_is_what_changes_the_computation_and_the_records(records, tmp_p
     other = write_records(tmp_path / "other", [dict(video_id="v_B_g01_c01", class_name="B",
                                                     frames=np.zeros((2, 8, 8, 3), np.uint8))])
     assert run_dir.fingerprint(str(other)) != identity["records_fingerprint"]
+
+
+def test_records_written_again_by_the_same_command_keep_their_fingerprint(records, tmp_path):
+    """The job's time, the path typed and --overwrite are the job's, not the records'."""
+    again = tmp_path / "moved" / "records"
+    shutil.copytree(records, again)
+    manifest = json.loads((again / "manifest.json").read_text())
+    before = run_dir.fingerprint(str(records))
+
+    def rewritten(**changes):
+        changed = json.loads(json.dumps(manifest))
+        for key, value in changes.items():
+            *parents, last = key.split(".")
+            node = changed
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[last] = value
+        (again / "manifest.json").write_text(json.dumps(changed, indent=2))
+        return run_dir.fingerprint(str(again))
+
+    assert rewritten() == before
+    assert rewritten(created="2031-01-01T00:00:00+00:00", seconds=99.0, source="../videos",
+                     **{"options.source": "../videos", "options.output_dir": str(again),
+                        "options.overwrite": True}) == before
+    for change in ({"options.seed": 7}, {"options.image_size": 64}, {"classes": ["B"]},
+                   {"splits.all.shard_bytes": [1]}):
+        assert rewritten(**change) != before, change
+
+
+def test_a_run_recorded_before_keeps_resuming(records, tmp_path):
+    """Recorded with the whole manifest's fingerprint and the path typed to the records."""
+    config = dict(CONFIG, records=str(records))
+    identity = run_dir.identity(config, str(records))
+    recorded = dict(identity, records=str(records), records_fingerprint=hashlib.sha256(
+        (records / "manifest.json").read_bytes()).hexdigest()[:16])
+    run = RunDir(tmp_path / "run")
+    run.prepare(recorded)
+    run.write_config(config, recorded)
+    (tmp_path / "run" / "metrics.json").write_text("{}")
+    assert run.is_complete(identity, str(records)) and not run.is_complete(identity)
+    run.prepare(identity, records_dir=str(records))  # accepted: the same run
+    other = write_records(tmp_path / "other", [dict(video_id="v_B_g01_c01", class_name="B",
+                                                    frames=np.zeros((2, 8, 8, 3), np.uint8))])
+    with pytest.raises(RunDirError, match=r"holds a run of other records: --records names "
+                                          r"records of other videos or other preprocessing"):
+        run.prepare(run_dir.identity(config, str(other)), records_dir=str(other))
 
 
 def test_a_folder_of_another_identity_is_refused_unless_overwritten(tmp_path):
