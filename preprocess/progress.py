@@ -80,4 +80,5 @@ class Progress:
             if self.done() != last:
                 last = self.done()
                 print(self.line(), file=self.stream, flush=True)
-        print(self.line(), file=self.stream, flush=True)  # where the job ended
+        if self.done() != last:  # where the job ended, unless just said
+            print(self.line(), file=self.stream, flush=True)

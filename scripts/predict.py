@@ -156,7 +156,7 @@ def predict_whole_videos(predictor, videos, args):
             clips += prediction.clips
     seconds = time.perf_counter() - started
     done = len(videos) - len(failures)
-    print(f"predict: {done} videos, {clips} clips in {seconds:.1f} s "
+    print(f"predict: {done} video{'s' * (done != 1)}, {clips} clips in {seconds:.1f} s "
           f"({done / seconds:.2f} videos/s, {clips / seconds:.1f} clips/s)", file=sys.stderr)
     return failures
 

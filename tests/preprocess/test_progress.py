@@ -3,6 +3,7 @@
 import io
 import multiprocessing
 import re
+import time
 
 import pytest
 
@@ -29,8 +30,11 @@ def test_workers_feed_the_log_lines():
             worker.start()
         for worker in workers:
             worker.join()
+        time.sleep(0.3)  # a log line after the last video, before the end
     lines = stream.getvalue().splitlines()
     assert lines and lines[-1].startswith("preprocess: 15/20 videos, ")
+    counts = [line.split(",")[0] for line in lines]
+    assert len(set(counts)) == len(counts), lines  # a count is said once, the last too
     assert re.search(r"\d+\.\d\d videos/s, ETA \d+ s$", lines[-1]), lines[-1]
 
 
