@@ -251,10 +251,14 @@ def _full_disk_said_once():
     instead. Every other record and line passes.
     """
     def keep(record):
-        error = record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage())
+        try:
+            error = record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage())
+        except Exception:  # a record logging cannot format: logging's to report, not ours
+            return True
         return out_of_room(error) is None
 
-    import apache_beam.runners.worker.sdk_worker  # noqa: F401  its logger, made on import
+    with contextlib.suppress(ImportError):  # its logger, made on import; not in every Beam
+        import apache_beam.runners.worker.sdk_worker  # noqa: F401
     loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
                if name.startswith("apache_beam")]
     for logger in loggers:
