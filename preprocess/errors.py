@@ -6,12 +6,15 @@ Every entry point (`python -m preprocess`, `train.py`, `scripts/predict.py`,
 traceback. Their command lines are read by `ArgumentParser`, whose misuse is
 such an error too. `out_of_room` knows a write refused for want of room (a
 full disk, a file-size limit, a quota) however it was raised, so that each
-entry point can say that too in one line.
+entry point can say that too in one line; `full_disk_said_once` keeps Beam's
+own tracebacks of one out of the terminal.
 """
 
 import argparse
+import contextlib
 import difflib
 import errno
+import logging
 import os
 import re
 import sys
@@ -121,6 +124,62 @@ def no_room(path, reason):
     """The `OSError` of a write to `path` refused for `reason`, as `out_of_room` gave it."""
     code = next((code for code, text in _NO_ROOM.items() if text == reason), errno.ENOSPC)
     return OSError(code, reason, path)
+
+
+class _WithoutNoRoomTracebacks:
+    """A stream that passes everything on but the tracebacks of writes refused for want of room.
+
+    Beam's SDK worker prints each failed bundle's traceback to `sys.stderr`
+    (then a newline), from its own threads, before the runner re-raises it.
+    """
+
+    def __init__(self, stream):
+        self.stream = stream
+        self._dropped = False
+
+    def write(self, text):
+        dropped, self._dropped = self._dropped, False
+        if text.startswith("Traceback (most recent call last)") and out_of_room(
+                RuntimeError(text)):
+            self._dropped = True
+            return len(text)
+        if dropped and text == "\n":  # the newline print() adds to a dropped traceback
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def full_disk_said_once():
+    """Keeps what Beam says of a write refused for want of room out of the terminal.
+
+    Beam's runners log a worker's error, traceback and all, and print it
+    too, before they re-raise it; around a job whose caller says a full disk
+    in one line (`preprocess.pipeline.run`), they are held back. Every other
+    record and line passes.
+    """
+    def keep(record):
+        try:
+            error = record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage())
+        except Exception:  # a record logging cannot format: logging's to report, not ours
+            return True
+        return out_of_room(error) is None
+
+    with contextlib.suppress(ImportError):  # its logger, made on import; not in every Beam
+        import apache_beam.runners.worker.sdk_worker  # noqa: F401
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.startswith("apache_beam")]
+    for logger in loggers:
+        logger.addFilter(keep)
+    stderr, sys.stderr = sys.stderr, _WithoutNoRoomTracebacks(sys.stderr)
+    try:
+        yield
+    finally:
+        sys.stderr = stderr
+        for logger in loggers:
+            logger.removeFilter(keep)
 
 
 def run_command(main, argv=None):

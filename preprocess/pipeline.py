@@ -15,7 +15,6 @@ import collections
 import contextlib
 import datetime
 import json
-import logging
 import sys
 
 import apache_beam as beam
@@ -27,7 +26,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from preprocess import manifest as manifest_lib
 from preprocess import progress, schema, shards, video
-from preprocess.errors import PreprocessError, out_of_room, run_command
+from preprocess.errors import PreprocessError, full_disk_said_once, out_of_room, run_command
 from preprocess.folder_lock import FolderLock
 from preprocess.options import PreprocessOptions, check_args, is_local_runner, pipeline_options
 from preprocess.outputs import JOB_OUTPUTS, finish, prepare_output_dir, print_counters
@@ -205,7 +204,7 @@ def run(argv=None):
     local = FileSystems.get_scheme(args.output_dir) is None
     with FolderLock(args.output_dir) if local else contextlib.nullcontext():
         try:
-            with _full_disk_said_once():
+            with full_disk_said_once():
                 return write_records(args, request, options)
         except Exception as error:  # a full disk, however deep in Beam it was met
             room = out_of_room(error)
@@ -215,61 +214,6 @@ def run(argv=None):
                 f"could not write {room[0] or args.output_dir} ({room[1]}); free space (or "
                 "raise the file-size limit) and run the same command again: it starts the "
                 "job over") from None
-
-
-class _WithoutNoRoomTracebacks:
-    """A stream that passes everything on but the tracebacks of writes refused for want of room.
-
-    Beam's SDK worker prints each failed bundle's traceback to `sys.stderr`
-    (then a newline), from its own threads, before the runner re-raises it.
-    """
-
-    def __init__(self, stream):
-        self.stream = stream
-        self._dropped = False
-
-    def write(self, text):
-        dropped, self._dropped = self._dropped, False
-        if text.startswith("Traceback (most recent call last)") and out_of_room(
-                RuntimeError(text)):
-            self._dropped = True
-            return len(text)
-        if dropped and text == "\n":  # the newline print() adds to a dropped traceback
-            return len(text)
-        return self.stream.write(text)
-
-    def __getattr__(self, name):
-        return getattr(self.stream, name)
-
-
-@contextlib.contextmanager
-def _full_disk_said_once():
-    """Keeps what Beam says of a write refused for want of room out of the terminal.
-
-    Beam's runners log a worker's error, traceback and all, and print it
-    too, before they re-raise it; for a full disk `run` says it in one line
-    instead. Every other record and line passes.
-    """
-    def keep(record):
-        try:
-            error = record.exc_info[1] if record.exc_info else RuntimeError(record.getMessage())
-        except Exception:  # a record logging cannot format: logging's to report, not ours
-            return True
-        return out_of_room(error) is None
-
-    with contextlib.suppress(ImportError):  # its logger, made on import; not in every Beam
-        import apache_beam.runners.worker.sdk_worker  # noqa: F401
-    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
-               if name.startswith("apache_beam")]
-    for logger in loggers:
-        logger.addFilter(keep)
-    stderr, sys.stderr = sys.stderr, _WithoutNoRoomTracebacks(sys.stderr)
-    try:
-        yield
-    finally:
-        sys.stderr = stderr
-        for logger in loggers:
-            logger.removeFilter(keep)
 
 
 def write_records(args, request, options):
