@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import threading
 
 USAGE_STATUS = 2  # argparse's own status for a bad command line
 
@@ -103,8 +104,9 @@ def out_of_room(error):
 
     Reads Python's `OSError` by its errno, TensorFlow's `OpError` by its
     message (without importing TensorFlow), a Beam runner's re-raised error
-    by its text, and the errors each was raised from; `path` is None when
-    the error does not name the file.
+    by its last line, and the errors each was raised from (`raise ... from`,
+    not an error met while handling one); `path` is None when the error does
+    not name the file.
     """
     while error is not None:
         if isinstance(error, OSError) and error.errno in _NO_ROOM:
@@ -112,11 +114,14 @@ def out_of_room(error):
         found = _NO_ROOM_IN_TF.search(str(getattr(error, "message", "")))
         if found:
             return found.group(1), found.group(2)
-        # Beam's runners re-raise a worker's error as text: "OSError: [Errno 27] ...".
-        errno_in_text = _ERRNO_IN_TEXT.search(str(error))
+        # Beam's runners re-raise a worker's error as text, its traceback's last line
+        # "...OSError: [Errno 27] ...": the last line only, so that an error raised
+        # while handling one keeps its own traceback.
+        lines = str(error).rstrip().splitlines()
+        errno_in_text = _ERRNO_IN_TEXT.search(lines[-1]) if lines else None
         if errno_in_text and int(errno_in_text.group(1)) in _NO_ROOM:
             return None, os.strerror(int(errno_in_text.group(1)))
-        error = error.__cause__ or error.__context__
+        error = error.__cause__  # `raise ... from error`: a wrapper of the refusal
     return None
 
 
@@ -135,13 +140,13 @@ class _WithoutNoRoomTracebacks:
 
     def __init__(self, stream):
         self.stream = stream
-        self._dropped = False
+        self._thread = threading.local()  # each thread's print: its text, then a newline
 
     def write(self, text):
-        dropped, self._dropped = self._dropped, False
+        dropped, self._thread.dropped = getattr(self._thread, "dropped", False), False
         if text.startswith("Traceback (most recent call last)") and out_of_room(
                 RuntimeError(text)):
-            self._dropped = True
+            self._thread.dropped = True
             return len(text)
         if dropped and text == "\n":  # the newline print() adds to a dropped traceback
             return len(text)

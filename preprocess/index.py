@@ -176,6 +176,25 @@ class _Files:
         return tf.io.gfile.stat(path).length
 
 
+def records_digest(shard_path):
+    """A SHA-256 of what a shard's index says of its records, or None without an index.
+
+    Its header, record table and ids: the shard's size and fingerprint, and
+    every video's id, label, size, frame count and place. Two shards whose
+    records differ in any of these differ here, even at equal byte counts;
+    the frame tables (the bulk of an index) are left out.
+    """
+    path, files = index_path(shard_path), _Files()
+    if not files.exists(path):
+        return None
+    header = files.read(path, 0, _HEADER.size)
+    magic, _, _, count, ids_bytes = _HEADER.unpack(header)
+    if magic != MAGIC:
+        return None
+    tables = files.read(path, _HEADER.size, count * RECORD.itemsize + ids_bytes)
+    return hashlib.sha256(header + tables).hexdigest()
+
+
 def has_indexes(shard_paths):
     """Whether every shard has an index beside it (records written before indexes had none)."""
     import tensorflow as tf

@@ -92,17 +92,19 @@ def job_name(config, per_replica_batch, resume_epoch, cluster=None):
     the same cluster, so they name the same job and share its batches (each
     batch goes to one trainer). Any other run names its own, even with the
     same `--output_dir` typed on another machine or from another folder: the
-    name holds the run's settings and its trainers (the cluster's addresses,
-    or this host and the folder's absolute path). A relaunch that resumes from
-    a later epoch starts a new job, as Model Garden names a new job after a
-    preemption, instead of draining the old one's buffers; the batch size is
-    in the name because a job's batches are already cut.
+    name holds the run's settings, its records' fingerprint and its trainers
+    (the cluster's addresses, or this host and the folder's absolute path).
+    A relaunch that resumes from a later epoch starts a new job, as Model
+    Garden names a new job after a preemption, instead of draining the old
+    one's buffers; the batch size is in the name because a job's batches are
+    already cut.
     """
-    from model.training.run_dir import computing_options
+    from model.training.run_dir import computing_options, fingerprint
     trainers = (sorted(cluster.addresses.values()) if cluster
                 else [socket.gethostname(), os.path.abspath(config["output_dir"])])
-    run = json.dumps([config["output_dir"].rstrip("/"), config["records"], trainers,
-                      computing_options(config)], sort_keys=True, default=str)
+    # The records by their fingerprint: hosts may mount them at other paths.
+    run = json.dumps([config["output_dir"].rstrip("/"), fingerprint(config["records"]),
+                      trainers, computing_options(config)], sort_keys=True, default=str)
     digest = hashlib.sha256(run.encode()).hexdigest()[:12]
     return f"twoplusone-{digest}-batch{per_replica_batch}-from{resume_epoch}"
 

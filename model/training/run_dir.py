@@ -25,6 +25,7 @@ import shutil
 from preprocess import __version__
 from preprocess.errors import UserError, no_room, out_of_room
 from preprocess.folder_lock import LOCK_NAME
+from preprocess.index import records_digest
 from preprocess.manifest import MANIFEST_NAME, read_bytes
 
 # Options that do not change what a run computes; a resume may differ in them.
@@ -148,6 +149,9 @@ class RunDir:
             previous = self.read_config().get("identity") or {}
             if not same_run(previous, identity, records_dir):
                 previous.pop("records", None)
+                if records_dir is not None and previous.get(
+                        "records_fingerprint") == _whole_manifest_fingerprint(records_dir):
+                    previous["records_fingerprint"] = identity["records_fingerprint"]
                 changed = sorted(k for k in set(previous) | set(identity)
                                  if previous.get(k) != identity.get(k))
                 if changed == ["records_fingerprint"]:
@@ -251,25 +255,33 @@ def computing_options(config):
 # What a manifest says of the job's run rather than of the records: the
 # identical command writes byte-identical shards at another time, from a path
 # typed another way, with or without --overwrite.
-RUN_ONLY = ("created", "seconds", "source")
+RUN_ONLY = ("created", "seconds", "source", "num_ignored_files")
 RUN_ONLY_OPTIONS = ("source", "output_dir", "overwrite")
 
 
 def fingerprint(records_dir):
-    """A short hash of what the records' manifest says of them: every shard, count and option.
+    """A short hash of the records: what their manifest and their shards' indexes say of them.
 
-    The same for the records the identical preprocessing command writes
-    again; other records, or records of other options, differ.
+    The manifest gives every shard, count and option; the indexes every
+    video's id, label and frames' place (`index.records_digest`). The same
+    for the records the identical preprocessing command writes again;
+    other records, or records of other options, differ. Records without
+    indexes (written before them) are known by their whole manifest.
     """
     text = read_bytes(os.path.join(records_dir, MANIFEST_NAME))
     try:
         manifest = json.loads(text)
-    except (TypeError, ValueError):
+        shards = [shard for info in manifest["splits"].values() for shard in info["shards"]]
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return _whole_manifest_fingerprint(records_dir)
+    digests = [records_digest(os.path.join(records_dir, shard)) for shard in shards]
+    if not shards or None in digests:
         return _whole_manifest_fingerprint(records_dir)
     kept = {key: value for key, value in manifest.items() if key not in RUN_ONLY}
     if isinstance(kept.get("options"), dict):
         kept["options"] = {key: value for key, value in kept["options"].items()
                            if key not in RUN_ONLY_OPTIONS}
+    kept["shard_records"] = digests
     return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -110,6 +110,28 @@ class _OpError(Exception):
         self.message = message
 
 
+def test_an_error_met_while_handling_a_full_disk_keeps_its_traceback():
+    full = OSError(errno.ENOSPC, "No space left on device", "/out/a")
+    try:
+        try:
+            raise full
+        except OSError:
+            raise NameError("a bug in the handler")
+    except NameError as bug:
+        assert errors.out_of_room(bug) is None  # met while handling: not the refusal
+    try:
+        raise RuntimeError("could not save") from full
+    except RuntimeError as wrapper:
+        assert errors.out_of_room(wrapper) == ("/out/a", "No space left on device")
+    beam = ("Traceback (most recent call last):\n  ...\nOSError: [Errno 28] No space left "
+            "on device\n\nDuring handling of the above exception, another exception "
+            "occurred:\n\nTraceback (most recent call last):\n  ...\n")
+    assert errors.out_of_room(RuntimeError(beam + "NameError: name 'x' is not defined")) is None
+    assert errors.out_of_room(RuntimeError(
+        beam + "RuntimeError: OSError: [Errno 28] No space left on device [while running "
+        "'Decode']\n")) == (None, "No space left on device")
+
+
 @pytest.mark.parametrize("error, room", [
     (OSError(errno.ENOSPC, "No space left on device", "/runs/a/history.csv"),
      ("/runs/a/history.csv", "No space left on device")),

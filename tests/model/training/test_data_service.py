@@ -9,18 +9,21 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO, assert_one_line_error, two_class_records
 from model.training import data_service
 from model.training.cluster import Cluster
 from model.training.config import TrainError, resolve_config
+from records import write_records
 
 # A tiny R(2+1)D on two motion classes, as the trainer's own tests run it.
 ARGS = ["--model", "r2plus1d_10", "--width_multiplier", "0.25", "--num_frames", "8",
@@ -211,9 +214,12 @@ def test_the_command_line_is_checked(tmp_path):
 
 
 def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeypatch,
-                                                                          tmp_path):
-    run = {"output_dir": "/mnt/runs/k400", "records": "gs://b/k400", "epochs": 30,
+                                                                          tmp_path, records):
+    run = {"output_dir": "/mnt/runs/k400", "records": str(records), "epochs": 30,
            "data_service_timeout": 30}
+    moved = shutil.copytree(records, tmp_path / "mounted" / "elsewhere")
+    other = write_records(tmp_path / "other", [dict(
+        video_id="v_Grow_g01_c01", class_name="Grow", frames=np.zeros((4, 8, 8, 3), np.uint8))])
     cluster = {"worker": ["a:2222", "b:2222"]}
     trainers = [Cluster({"TF_CONFIG": json.dumps({"cluster": cluster,
                                                    "task": {"type": "worker", "index": i}})})
@@ -223,12 +229,14 @@ def test_the_trainers_of_a_run_share_a_job_and_a_relaunch_starts_its_own(monkeyp
     assert name == data_service.job_name(dict(run, data_service_timeout=60), 8, 0, trainers[1])
     assert name == data_service.job_name(dict(run, output_dir="/mnt/runs/k400/"), 8, 0,
                                          trainers[1])
+    # The same records where another host mounts them.
+    assert name == data_service.job_name(dict(run, records=str(moved)), 8, 0, trainers[1])
     # A relaunch from a later epoch, another batch, other settings, other records, another
     # folder, another cluster: each its own.
     others = {data_service.job_name(run, 8, 3, trainers[0]),
               data_service.job_name(run, 4, 0, trainers[0]),
               data_service.job_name(dict(run, epochs=10), 8, 0, trainers[0]),
-              data_service.job_name(dict(run, records="gs://b/ucf"), 8, 0, trainers[0]),
+              data_service.job_name(dict(run, records=str(other)), 8, 0, trainers[0]),
               data_service.job_name(dict(run, output_dir="/mnt/runs/x"), 8, 0, trainers[0]),
               data_service.job_name(run, 8, 0, Cluster({"TF_CONFIG": json.dumps({
                   "cluster": {"worker": ["c:2222", "d:2222"]},

@@ -66,6 +66,28 @@ def test_records_written_again_by_the_same_command_keep_their_fingerprint(record
         assert rewritten(**change) != before, change
 
 
+def test_records_of_other_labels_differ_at_equal_byte_counts(tmp_path):
+    """Two sources whose same-length class names are swapped: every count and byte length
+    is the same, the labels are not."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+
+    def records(name, first, second):
+        return write_records(tmp_path / name, [
+            dict(video_id="v_A_g01_c01", class_name=first, frames=frames),
+            dict(video_id="v_B_g01_c01", class_name=second, frames=frames)],
+            classes=["run", "sit"])
+
+    one, two = records("one", "run", "sit"), records("two", "sit", "run")
+    manifest = json.loads((one / "manifest.json").read_text())
+    assert manifest["splits"] == json.loads((two / "manifest.json").read_text())["splits"]
+    assert run_dir.fingerprint(str(one)) != run_dir.fingerprint(str(two))
+    # Records of before indexes are known by their whole manifest, strictly.
+    for index in one.glob("*/*.index"):
+        index.unlink()
+    assert run_dir.fingerprint(str(one)) == hashlib.sha256(
+        (one / "manifest.json").read_bytes()).hexdigest()[:16]
+
+
 def test_a_run_recorded_before_keeps_resuming(records, tmp_path):
     """Recorded with the whole manifest's fingerprint and the path typed to the records."""
     config = dict(CONFIG, records=str(records))
