@@ -125,6 +125,12 @@ def out_of_room(error):
     return None
 
 
+def no_room_message(path, reason, then=None):
+    """What to say of a write to `path` refused for `reason`; `then`: what a rerun does."""
+    return (f"could not write {path} ({reason}); free space (or raise the file-size limit) "
+            "and run the same command again" + (f": {then}" if then else ""))
+
+
 def no_room(path, reason):
     """The `OSError` of a write to `path` refused for `reason`, as `out_of_room` gave it."""
     code = next((code for code, text in _NO_ROOM.items() if text == reason), errno.ENOSPC)
@@ -202,7 +208,5 @@ def run_command(main, argv=None):
         room = out_of_room(error)
         if room is None:
             raise
-        print(f"error: could not write {room[0] or 'its output'} ({room[1]}); free space "
-              "(or raise the file-size limit) and run the same command again",
-              file=sys.stderr)
+        print(f"error: {no_room_message(room[0] or 'its output', room[1])}", file=sys.stderr)
         return USAGE_STATUS

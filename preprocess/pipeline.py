@@ -26,7 +26,8 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from preprocess import manifest as manifest_lib
 from preprocess import progress, schema, shards, video
-from preprocess.errors import PreprocessError, full_disk_said_once, out_of_room, run_command
+from preprocess.errors import (PreprocessError, full_disk_said_once, no_room_message,
+                               out_of_room, run_command)
 from preprocess.folder_lock import FolderLock
 from preprocess.options import PreprocessOptions, check_args, is_local_runner, pipeline_options
 from preprocess.outputs import JOB_OUTPUTS, finish, prepare_output_dir, print_counters
@@ -210,10 +211,8 @@ def run(argv=None):
             room = out_of_room(error)
             if room is None:
                 raise
-            raise PreprocessError(
-                f"could not write {room[0] or args.output_dir} ({room[1]}); free space (or "
-                "raise the file-size limit) and run the same command again: it starts the "
-                "job over") from None
+            raise PreprocessError(no_room_message(room[0] or args.output_dir, room[1],
+                                                  "it starts the job over")) from None
 
 
 def write_records(args, request, options):

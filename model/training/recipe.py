@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from model import ACCURACY, STRATEGIES, TOP_K_ACCURACY, VAL_ACCURACY, held_stderr, top_k
 from model.training.run_dir import partial_path
-from preprocess.errors import UserError
+from preprocess.errors import UserError, no_room_message
 
 
 class NaNLossError(RuntimeError):
@@ -35,9 +35,7 @@ class SaveError(UserError):
 
 def no_room_error(path, reason):
     """The one line for a write of the run refused for want of room."""
-    return SaveError(f"could not write {path} ({reason}); free space (or raise the "
-                     "file-size limit) and run the same command again: it resumes from "
-                     "the last complete backup")
+    return SaveError(no_room_message(path, reason, "it resumes from the last complete backup"))
 
 
 def _save_error(path, error):

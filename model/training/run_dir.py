@@ -147,11 +147,8 @@ class RunDir:
                     os.remove(path)
         elif os.path.exists(self.config):
             previous = self.read_config().get("identity") or {}
-            if not same_run(previous, identity, records_dir):
-                previous.pop("records", None)
-                if records_dir is not None and previous.get(
-                        "records_fingerprint") == _whole_manifest_fingerprint(records_dir):
-                    previous["records_fingerprint"] = identity["records_fingerprint"]
+            previous = _as_recorded_now(previous, identity, records_dir)
+            if previous != identity:
                 changed = sorted(k for k in set(previous) | set(identity)
                                  if previous.get(k) != identity.get(k))
                 if changed == ["records_fingerprint"]:
@@ -292,17 +289,24 @@ def _whole_manifest_fingerprint(records_dir):
 
 
 def same_run(previous, identity, records_dir=None):
-    """Whether a run folder's recorded identity is `identity`.
+    """Whether a run folder's recorded identity is `identity` (`_as_recorded_now`)."""
+    return _as_recorded_now(previous, identity, records_dir) == identity
+
+
+def _as_recorded_now(previous, identity, records_dir=None):
+    """A recorded identity as this version records it.
 
     A run recorded before the records were known by their fingerprint alone
-    also holds their path, which is left out; given `records_dir`, one
-    recorded with the fingerprint of before (the whole manifest's) is
-    matched as it was recorded.
+    also holds their path, which is left out; given `records_dir`, a
+    fingerprint of before (the whole manifest's) of these records counts as
+    theirs.
     """
     previous = {key: value for key, value in (previous or {}).items() if key != "records"}
-    return previous == identity or (
-        records_dir is not None and previous == dict(
-            identity, records_fingerprint=_whole_manifest_fingerprint(records_dir)))
+    recorded = previous.get("records_fingerprint")
+    if (records_dir is not None and recorded != identity["records_fingerprint"]
+            and recorded == _whole_manifest_fingerprint(records_dir)):
+        previous["records_fingerprint"] = identity["records_fingerprint"]
+    return previous
 
 
 def manifest_summary(manifest):
